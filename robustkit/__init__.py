@@ -1,0 +1,13 @@
+"""robustkit: adversarial robustness for Keras 3.
+
+Example:
+
+>>> import robustkit as rk
+>>> atk = rk.attacks.PGD(eps=0.3, steps=40)
+"""
+
+__version__ = "0.1.0"
+
+from robustkit import attacks, data, models, objectives, threat  # noqa: E402
+
+__all__ = ["attacks", "data", "models", "objectives", "threat", "__version__"]

@@ -1,0 +1,33 @@
+"""Training objectives (losses as pure functions, hyperparameters in small classes).
+
+Example:
+
+>>> import robustkit as rk
+>>> rk.objectives.get("trades", beta=6.0)
+TRADES(beta=6.0)
+"""
+
+from robustkit._validation import check_choice
+from robustkit.objectives.core import (
+    AT,
+    MART,
+    TRADES,
+    Objective,
+    at_loss,
+    mart_loss,
+    trades_loss,
+)
+
+#: defence names accepted by ``get`` and the CLI's ``--defense``
+REGISTRY = {"standard": AT, "at": AT, "trades": TRADES, "mart": MART}
+
+
+def get(name, **kwargs):
+    """Returns the objective registered under ``name`` (``standard``, ``trades``, ...)."""
+    if isinstance(name, Objective):
+        return name
+    key = check_choice(name, set(REGISTRY), "defense")
+    return REGISTRY[key](**kwargs)
+
+
+__all__ = ["AT", "MART", "TRADES", "Objective", "at_loss", "mart_loss", "trades_loss", "get", "REGISTRY"]
