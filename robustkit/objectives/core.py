@@ -109,6 +109,7 @@ class Objective:
     """Base class of a training objective.
 
     Attributes read by :class:`robustkit.RobustModel`:
+        parts: names of the parts ``__call__`` returns (each logged as a metric).
         attack_loss: the loss the inner attack maximises (``"ce"`` or ``"kl"``).
         attack_start: the inner attack's random start (``"uniform"``, ``"normal"``,
             ``"none"``), or ``None`` to keep the attack's own.
@@ -122,6 +123,8 @@ class Objective:
     attack_start = None
     needs_clean_logits = False
     name = "objective"
+    #: names of the parts returned by ``__call__`` (logged as metrics)
+    parts = ()
 
     def __call__(self, y, logits_adv, logits_clean=None, x=None, x_adv=None, sample_weight=None):
         raise NotImplementedError
@@ -150,6 +153,7 @@ class AT(Objective):
     """
 
     name = "standard"
+    parts = ("ce",)
 
     def __call__(self, y, logits_adv, logits_clean=None, x=None, x_adv=None, sample_weight=None):
         return at_loss(y, logits_adv, sample_weight)
@@ -174,6 +178,7 @@ class TRADES(Objective):
     attack_start = "normal"
     needs_clean_logits = True
     name = "trades"
+    parts = ("natural", "kl")
 
     def __init__(self, beta=6.0):
         self.beta = check_non_negative(beta, "beta")
@@ -203,6 +208,7 @@ class MART(Objective):
     attack_start = "normal"
     needs_clean_logits = True
     name = "mart"
+    parts = ("bce", "kl")
 
     def __init__(self, beta=6.0):
         self.beta = check_non_negative(beta, "beta")
