@@ -13,7 +13,8 @@ Example:
 MNIST and CIFAR-10 are read from ``data_dir`` or the ``ROBUSTKIT_DATA_DIR``
 environment variable, laid out as ``mnist/*-idx?-ubyte.gz`` (the canonical IDX
 files) and ``cifar10/cifar10_test_jpeg_q75.npz`` (``x`` uint8 NHWC, ``y``); any
-other name goes to TensorFlow Datasets, which needs the internet the first time.
+other name goes to TensorFlow Datasets (``download=True`` fetches it the first
+time, which needs the internet).
 """
 
 import gzip
@@ -89,7 +90,15 @@ def _cifar10(split, root):
     return x[sl].astype("float32") / 255.0, y[sl].astype("int64")
 
 
-def _tfds(name, split, data_dir):
+def _offline_hint(name):
+    return (
+        f"Offline, use a local data set instead of TFDS {name!r}: `mnist` or `cifar10` from "
+        f"files in `data_dir` or ${ENV_VAR} (see shared/data/README.md for the layout), or "
+        "the embedded `digits`."
+    )
+
+
+def _tfds(name, split, data_dir, download=False):
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:  # pragma: no cover - tfds is a core dependency
@@ -98,26 +107,39 @@ def _tfds(name, split, data_dir):
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as e:  # tfds raises DatasetNotFoundError and friends
         raise ValueError(
-            f"Unknown `dataset` {name!r}: not one of {list(LOCAL)} and not a TFDS name ({e})."
+            f"Unknown `dataset` {name!r}: not one of {list(LOCAL)} and not a TFDS name "
+            f"({(str(e).splitlines() or [type(e).__name__])[0]})."
         ) from e
+    # Offline, TFDS' downloader retries for minutes before failing: look first.
+    if not download and not builder.is_prepared():
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. Pass "
+            "download=True (`--download` on the command line) to download it, which needs "
+            "the internet. " + _offline_hint(name)
+        )
     try:
-        builder.download_and_prepare()
-        ds = builder.as_dataset(split=split, as_supervised=True, batch_size=-1)
+        if download:
+            builder.download_and_prepare()
+        ds = builder.as_dataset(split=split, as_supervised=True)
+        xs, ys = [], []
+        for xb, yb in tfds.as_numpy(ds.batch(4096)):
+            xs.append(np.asarray(xb))
+            ys.append(np.asarray(yb).reshape(-1))
     except Exception as e:
         raise RuntimeError(
             f"Could not load TFDS dataset {name!r} (split {split!r}): {e}\n"
-            "TFDS downloads data sets the first time, which needs the internet. Offline, "
-            f"use a local one: `mnist` or `cifar10` from files in `data_dir` or ${ENV_VAR} "
-            "(see shared/data/README.md for the layout), or the embedded `digits`."
+            "TFDS downloads data sets the first time, which needs the internet. "
+            + _offline_hint(name)
         ) from e
-    x, y = tfds.as_numpy(ds)
-    x = np.asarray(x)
+    if not xs:
+        raise RuntimeError(f"TFDS dataset {name!r} split {split!r} is empty.")
+    x, y = np.concatenate(xs), np.concatenate(ys)
     if x.ndim == 3:
         x = x[..., None]
-    return x.astype("float32") / 255.0, np.asarray(y).astype("int64")
+    return x.astype("float32") / 255.0, y.astype("int64")
 
 
-def load(name, split="train", data_dir=None):
+def load(name, split="train", data_dir=None, download=False):
     """Loads ``(x, y)``: float32 NHWC images in [0, 1] and int64 labels.
 
     Args:
@@ -128,6 +150,11 @@ def load(name, split="train", data_dir=None):
         split: ``"train"`` or ``"test"``.
         data_dir: folder holding ``mnist/`` and ``cifar10/``; default
             ``$ROBUSTKIT_DATA_DIR``. For TFDS names it is TFDS' ``data_dir``.
+        download: for TFDS names, download and prepare the data set when it is
+            not prepared yet (needs the internet). Default ``False``: an
+            unprepared TFDS data set raises ``FileNotFoundError`` at once with a
+            message pointing at the local files (TFDS' downloader would retry for
+            minutes offline).
 
     Example:
 
@@ -150,7 +177,7 @@ def load(name, split="train", data_dir=None):
                 f"{e} Expected the layout of shared/data/README.md under `data_dir` "
                 f"({root})."
             ) from e
-    return _tfds(name, split, data_dir if name not in LOCAL else None)
+    return _tfds(name, split, data_dir if name not in LOCAL else None, download=download)
 
 
 def subset(x, y, n, seed=0, stratified=True):

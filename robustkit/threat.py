@@ -36,6 +36,11 @@ def _per_example(value, x):
     return value
 
 
+def _tensor(t):
+    """Numpy or tensor in, tensor out (the public methods accept both)."""
+    return t if isinstance(t, (tf.Tensor, tf.Variable)) else tf.convert_to_tensor(t)
+
+
 def _flat_norm(t, order):
     """Per-example norm of a batch tensor, shape (B,)."""
     flat = tf.reshape(t, [tf.shape(t)[0], -1])
@@ -64,6 +69,7 @@ class ThreatModel:
 
     def project(self, x_adv, x, eps=None):
         """Projects ``x_adv`` onto the eps-ball around ``x`` and into [0, 1]."""
+        x_adv, x = _tensor(x_adv), _tensor(x)
         delta = self._project_delta(x_adv - x, self._eps(eps, x))
         return tf.clip_by_value(x + delta, 0.0, 1.0)
 
@@ -74,6 +80,7 @@ class ThreatModel:
         ``kind="normal"``: ``x + 0.001 * N(0, 1)`` as in the TRADES/MART/NAMID code;
         ``kind="none"``: ``x`` itself.
         """
+        x = _tensor(x)
         if kind == "none":
             return tf.identity(x)
         if kind == "normal":
@@ -88,14 +95,17 @@ class ThreatModel:
 
     def step(self, x_adv, grad, step_size):
         """One steepest-ascent step of size ``step_size`` (not projected)."""
+        x_adv, grad = _tensor(x_adv), _tensor(grad)
         return x_adv + _per_example(step_size, x_adv) * self.ascent_direction(grad)
 
     def norm_of(self, delta):
         """Per-example norm of ``delta`` in this threat model's norm, shape (B,)."""
+        delta = _tensor(delta)
         return _flat_norm(delta, self.norm)
 
     def contains(self, x_adv, x, eps=None, tol=1e-5):
         """Boolean per example: ``x_adv`` lies in the ball and in [0, 1]."""
+        x_adv, x = _tensor(x_adv), _tensor(x)
         eps_t = tf.reshape(self._eps(eps, x), [-1]) if eps is not None else self.eps
         inside = self.norm_of(x_adv - x) <= eps_t + tol
         flat = tf.reshape(x_adv, [tf.shape(x_adv)[0], -1])

@@ -151,6 +151,8 @@ class Attack:
         x_np = check_images(np.asarray(x) if return_numpy else x, "x")
         x_t = tf.convert_to_tensor(x_np, tf.float32)
         n = int(x_t.shape[0])
+        if y is not None:
+            check_labels(y, n=n, name="y")  # shape and length, before the model runs
         if n == 0:
             return x
         probe = fn(x_t[:1])

@@ -1,0 +1,136 @@
+"""The ``robustkit`` command line: train -> export -> evaluate, and bad input (exit 2)."""
+
+import io
+import os
+import re
+
+from contextlib import redirect_stdout
+
+import pytest
+
+import robustkit as rk
+from robustkit import cli
+
+
+def run_cli(argv, capsys):
+    """Runs ``robustkit argv`` in-process: (exit code, stdout, stderr)."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _accuracies(text):
+    clean = float(re.search(r"Clean accuracy: ([\d.]+) %", text).group(1))
+    robust = float(re.search(r"[Rr]obust accuracy under PGD-40[^:]*: ([\d.]+) %", text).group(1))
+    return clean, robust
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """``robustkit train --epochs 1 --out DIR`` on the embedded digits."""
+    out = str(tmp_path_factory.mktemp("cli") / "digits_model")
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        code = cli.main(["train", "--epochs", "1", "--out", out, "--quiet"])
+    return code, buf.getvalue(), out
+
+
+def test_train_end_to_end_writes_loadable_export(trained):
+    code, text, out = trained
+    assert code == 0
+    assert f"Exported to {os.path.abspath(out)}" in text
+    clean, robust = _accuracies(text)
+    assert 30.0 < clean <= 100.0 and 0.0 <= robust <= clean  # one epoch learns something
+    loaded, meta = rk.load(out)
+    assert meta["dataset"] == "digits" and meta["defense"] == "standard"
+    assert meta["threat_model"] == {"norm": "linf", "eps": 0.1}
+    assert meta["n_examples"] == 359 and meta["attack"].startswith("PGD-40")
+    assert meta["hyperparameters"]["epochs"] == 1 and meta["hyperparameters"]["train_steps"] == 10
+    assert round(100 * meta["clean_accuracy"], 1) == clean
+    assert round(100 * meta["robust_accuracy"], 1) == robust
+    x, y = rk.data.load("digits", "test")
+    assert loaded.serve(x[:3]).shape == (3, 10)
+
+
+def test_evaluate_prints_accuracies(trained, capsys):
+    _, text, out = trained
+    code, printed, _ = run_cli(["evaluate", out], capsys)
+    assert code == 0
+    clean, robust = _accuracies(printed)
+    train_clean, train_robust = _accuracies(text)
+    assert clean == train_clean  # same model, same data: identical clean accuracy
+    assert abs(robust - train_robust) <= 3.0  # PGD-40 with a fresh random start
+    code, printed, _ = run_cli(["evaluate", out, "--n", "50", "--attack", "fgsm"], capsys)
+    assert code == 0 and "50 examples" in printed and "FGSM" in printed
+
+
+def test_out_never_replaces_a_foreign_folder(capsys, tmp_path):
+    # an existing non-robustkit folder is never replaced: exit 2 before training
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    code, out, err = run_cli(["train", "--out", str(other)], capsys)
+    assert code == 2 and "--out" in err and "not a robustkit SavedModel" in err
+    assert (other / "notes.txt").read_text() == "keep me" and out == ""
+
+
+@pytest.mark.parametrize(
+    "argv,argument",
+    [
+        (["train", "--dataset", "no_such_data"], "--dataset"),
+        (["train", "--defense", "no_such_defense"], "--defense"),
+        (["train", "--norm", "l3"], "--norm"),
+        (["train", "--eps", "0"], "--eps"),
+        (["train", "--eps", "-0.1"], "--eps"),
+        (["train", "--model", "resnet1000"], "--model"),
+        (["train", "--model", "wide_resnet", "--depth", "33"], "--depth"),
+        (["train", "--eval-attack", "cw"], "--eval-attack"),
+        (["train", "--defense", "standard", "--beta", "3"], "--beta"),
+        (["evaluate", "/no/such/export", "--attack", "pgd0"], "PATH"),
+        (["evaluate", "/no/such/export"], "PATH"),
+        (["evaluate", "/no/such/export", "--eps", "0"], "--eps"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_argument(argv, argument, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2
+    assert f"argument {argument}" in err
+    assert "Exported" not in out and not os.path.exists(tmp_path / "saved_models")
+
+
+def test_evaluate_rejects_a_plain_savedmodel(tmp_path, capsys):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "saved_model.pb").write_bytes(b"")
+    code, _, err = run_cli(["evaluate", str(plain)], capsys)
+    assert code == 2 and "argument PATH" in err and "is not a robustkit SavedModel" in err
+
+
+def test_defense_choices_come_from_the_registry(monkeypatch):
+    monkeypatch.setitem(rk.objectives.REGISTRY, "my_defense", rk.objectives.AT)
+    args = cli.build_parser().parse_args(["train", "--defense", "my_defense"])
+    assert args.defense == "my_defense"
+    cli.check_train_args(args)
+    assert isinstance(args.objective, rk.objectives.AT)
+    assert args.out == os.path.join("saved_models", "digits_my_defense_linf")
+
+
+def test_defaults_of_the_main_job():
+    args = cli.check_train_args(cli.build_parser().parse_args(["train"]))
+    assert (args.dataset, args.model, args.defense, args.norm) == ("digits", "small_cnn", "standard", "linf")
+    assert args.eps == 0.1 and args.steps == 10 and args.warmup_epochs >= 1 and args.seed == 0
+    assert args.out == os.path.join("saved_models", "digits_at_linf")
+    assert args.eval_attack_obj.steps == 40 and args.eval_attack_obj.step_size == pytest.approx(0.025)
+
+
+def test_console_script_entry_point():
+    # pyproject.toml declares `robustkit = "robustkit.cli:main"`; main returns the
+    # exit code that the console-script wrapper passes to sys.exit.
+    from importlib.metadata import entry_points
+
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("robustkit") == "robustkit.cli:main"

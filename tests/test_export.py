@@ -1,0 +1,170 @@
+"""SavedModel export: endpoints, identical logits, gradients, attackable, metadata,
+atomic writes, bad input."""
+
+import importlib
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import robustkit as rk
+
+export_module = importlib.import_module("robustkit.export")
+
+
+def _tiny():
+    return rk.models.small_cnn((8, 8, 1), width=4, dense=8, name="tiny")
+
+
+@pytest.fixture(scope="module")
+def exported(digits_model, digits, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("export") / "digits_cnn")
+    _, _, x_te, y_te = digits
+    meta = {
+        "dataset": "digits",
+        "threat_model": {"norm": "linf", "eps": 0.1},
+        "defense": "none",
+        "hyperparameters": {"epochs": 15},
+        "clean_accuracy": 0.97,
+        "robust_accuracy": np.float64(0.1),  # numpy scalars are fine
+        "attack": "PGD-40 linf eps=0.1 step=0.025",
+        "n_examples": len(x_te),
+    }
+    record = rk.export(digits_model, path, metadata=meta)
+    return path, record
+
+
+def test_reload_gives_identical_logits_and_gradients(exported, digits_model, digits):
+    path, _ = exported
+    loaded, meta = rk.load(path)
+    x = digits[2][:64]
+    expected = digits_model(x, training=False).numpy()
+    np.testing.assert_array_equal(loaded.serve(x).numpy(), expected)
+    default = loaded.signatures["serving_default"](tf.constant(x))
+    np.testing.assert_array_equal(next(iter(default.values())).numpy(), expected)
+    # differentiable after reload: non-zero input gradients through `serve`
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        loss = tf.reduce_sum(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=digits[3][:64], logits=loaded.serve(xt))
+        )
+    grad = tape.gradient(loss, xt).numpy()
+    assert np.all(np.isfinite(grad)) and np.abs(grad).sum(axis=(1, 2, 3)).min() > 0
+    # and equal to the Keras model's input gradient
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        loss_k = tf.reduce_sum(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=digits[3][:64], logits=digits_model(xt, training=False)
+            )
+        )
+    np.testing.assert_allclose(grad, tape.gradient(loss_k, xt).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_pgd_attacks_the_reloaded_model(exported, digits_model, digits):
+    path, _ = exported
+    loaded, _ = rk.load(path)
+    _, _, x_te, y_te = digits
+    x, y = x_te[:200], y_te[:200]
+    attack = rk.attacks.PGD(eps=0.1, steps=5, random_start=False, loop="while")
+    x_adv = attack(loaded, x, y)
+    assert np.abs(x_adv - x).max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    clean = np.mean(np.argmax(loaded.serve(x).numpy(), -1) == y)
+    robust_loaded = np.mean(np.argmax(loaded.serve(x_adv).numpy(), -1) == y)
+    robust_keras = np.mean(np.argmax(digits_model(attack(digits_model, x, y)).numpy(), -1) == y)
+    assert clean > 0.9 and robust_loaded < clean - 0.3  # the undefended model breaks
+    assert abs(robust_loaded - robust_keras) <= 0.03  # same attack strength as on Keras
+
+
+def test_metadata_record(exported):
+    path, record = exported
+    with open(os.path.join(path, "robustkit.json")) as f:
+        meta = json.load(f)
+    assert meta == json.loads(json.dumps(record))
+    assert meta["dataset"] == "digits" and meta["input_shape"] == [8, 8, 1]
+    assert meta["num_classes"] == 10
+    assert meta["threat_model"] == {"norm": "linf", "eps": 0.1}
+    assert meta["clean_accuracy"] == 0.97 and meta["robust_accuracy"] == 0.1
+    assert meta["attack"].startswith("PGD-40") and meta["n_examples"] == 359
+    assert meta["robustkit_version"] == rk.__version__
+    assert meta["tensorflow_version"] == tf.__version__
+    assert meta["date"][:4].isdigit() and "T" in meta["date"]
+    assert meta["endpoints"] == ["serve", "serving_default"]
+    # nothing but the export in the parent folder (the temporary folder was renamed)
+    assert os.listdir(os.path.dirname(path)) == ["digits_cnn"]
+
+
+def test_robust_model_exports_base_model_and_records_training():
+    model = rk.RobustModel(
+        _tiny(), objective=rk.objectives.TRADES(beta=3.0), attack=rk.attacks.PGD(eps=0.2, steps=7)
+    )
+    meta = export_module.build_metadata(model, {"dataset": "digits"})
+    assert meta["defense"] == "trades" and meta["hyperparameters"] == {"beta": 3.0}
+    assert meta["threat_model"] == {"norm": "linf", "eps": 0.2}
+    assert meta["training_attack"]["config"]["steps"] == 7
+    assert meta["training_attack"]["config"]["loss"] == "kl"  # what training really ran
+    # caller's values win over the ones read off the model
+    meta = export_module.build_metadata(model, {"defense": "custom"})
+    assert meta["defense"] == "custom"
+
+
+def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
+    path = str(tmp_path / "broken")
+
+    def boom(record, folder):
+        assert os.path.isfile(os.path.join(folder, "saved_model.pb"))  # midway: model written
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export_module, "_write_metadata", boom)
+    with pytest.raises(OSError, match="disk full"):
+        rk.export(_tiny(), path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_overwrite(tmp_path, monkeypatch):
+    path = str(tmp_path / "m")
+    first = _tiny()
+    rk.export(first, path, metadata={"dataset": "first"})
+    with pytest.raises(ValueError, match="`path`.*already exists"):
+        rk.export(_tiny(), path)
+    # a failed overwrite keeps the previous export intact
+    monkeypatch.setattr(export_module, "_write_metadata", lambda r, f: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        rk.export(_tiny(), path, overwrite=True)
+    monkeypatch.undo()
+    loaded, meta = rk.load(path)
+    x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype("float32")
+    assert meta["dataset"] == "first"
+    np.testing.assert_array_equal(loaded.serve(x).numpy(), first(x).numpy())
+    second = _tiny()
+    rk.export(second, path, metadata={"dataset": "second"}, overwrite=True)
+    loaded, meta = rk.load(path)
+    assert meta["dataset"] == "second"
+    np.testing.assert_array_equal(loaded.serve(x).numpy(), second(x).numpy())
+    assert sorted(os.listdir(tmp_path)) == ["m"]
+
+
+def test_not_a_robustkit_savedmodel(tmp_path):
+    with pytest.raises(ValueError, match="is not a robustkit SavedModel"):
+        rk.load(str(tmp_path / "missing"))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "saved_model.pb").write_bytes(b"")  # a SavedModel without robustkit.json
+    with pytest.raises(ValueError, match="is not a robustkit SavedModel"):
+        rk.load(str(plain))
+
+
+def test_bad_metadata_and_model(tmp_path):
+    path = str(tmp_path / "m")
+    with pytest.raises(ValueError, match="clean_accuracy"):
+        rk.export(_tiny(), path, metadata={"clean_accuracy": 97.0})  # a percentage
+    with pytest.raises(ValueError, match="`metadata`"):
+        rk.export(_tiny(), path, metadata={"dataset": object()})
+    with pytest.raises(ValueError, match="threat_model"):
+        rk.export(_tiny(), path, metadata={"threat_model": {"eps": 0.1}})
+    with pytest.raises(ValueError, match="`model`"):
+        rk.export(lambda x: x, path)
+    assert not os.path.exists(path)
