@@ -1,0 +1,254 @@
+"""Square Attack (Andriushchenko et al., ECCV 2020): score-based black-box search.
+
+Example:
+
+>>> import numpy as np, keras, robustkit as rk
+>>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+...                           keras.layers.Dense(10)])
+>>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype("float32")
+>>> x_adv = rk.attacks.Square(eps=0.1, n_queries=50)(model, x, np.array([0, 1, 2, 3]))
+>>> bool(np.abs(x_adv - x).max() <= 0.1 + 1e-6)
+True
+
+Reference: M. Andriushchenko, F. Croce, N. Flammarion, M. Hein, "Square Attack: a
+query-efficient black-box adversarial attack via random search", ECCV 2020.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from robustkit import threat as threat_lib
+from robustkit._validation import check_int, check_positive
+from robustkit.attacks.apgd import active_indices, scatter, while_or_unrolled
+from robustkit.attacks.base import Attack
+
+#: iterations (on a 10,000-query scale) after which the square fraction p halves
+P_SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+_TINY = 1e-12
+
+
+def margin(logits, y):
+    """``z_y - max_{j != y} z_j``: the Square Attack loss (minimised; < 0 = fooled)."""
+    onehot = tf.one_hot(y, tf.shape(logits)[-1], dtype=logits.dtype)
+    true = tf.reduce_sum(onehot * logits, axis=-1)
+    other = tf.reduce_max(tf.where(onehot > 0, tf.fill(tf.shape(logits), -1e30), logits), axis=-1)
+    return true - other
+
+
+def _pseudo_gaussian_table(size):
+    """``T[D, d] = sum_{k=0}^{d} 1 / (D + 1 - k)^2``: ring values of the paper's
+    pseudo-Gaussian square (``d`` rings in from the border, ``D`` the centre ring)."""
+    t = np.zeros((size + 1, size + 1), "float32")
+    for big_d in range(size + 1):
+        acc = 0.0
+        for d in range(big_d + 1):
+            acc += 1.0 / (big_d + 1 - d) ** 2
+            t[big_d, d] = acc
+    return tf.constant(t)
+
+
+@keras.saving.register_keras_serializable(package="robustkit")
+class Square(Attack):
+    """Square Attack: random search over square-shaped updates, using only logits.
+
+    It never asks for a gradient (the model may be a non-differentiable function,
+    e.g. numpy behind ``tf.numpy_function``). Each iteration proposes a change
+    inside one random square window of side ``s = round(sqrt(p * H * W))`` and
+    keeps it when the margin loss ``z_y - max_{j != y} z_j`` decreases. ``p``
+    starts at ``p_init`` and halves after iterations 10, 50, 200, 500, 1000, 2000,
+    4000, 6000, 8000 (rescaled to ``n_queries`` / 10,000 when
+    ``rescale_schedule``).
+
+    * L-inf: starts from vertical stripes (each column and channel ``+-eps``);
+      a proposal sets the window, per channel, to one random value ``+-eps``.
+    * L2: starts from a grid of pseudo-Gaussian squares (side ``H // 5``) with
+      random signs scaled to norm ``eps``; a proposal moves the perturbation mass
+      of a second window into the first and adds a random "meta pseudo-Gaussian"
+      (two halves of opposite sign), keeping the total norm ``<= eps``.
+
+    Args:
+        eps: radius; norm: ``"linf"`` or ``"l2"``.
+        n_queries: model evaluations per example and restart (5000 in AutoAttack
+            standard; a fooled example stops querying).
+        p_init: initial fraction of pixels changed (0.8 in AutoAttack; the
+            paper's L-inf ImageNet setting is 0.05).
+        restarts: independent restarts for examples still robust.
+        rescale_schedule: rescale the p schedule to ``n_queries``.
+
+    Robust accuracy never exceeds clean accuracy (the clean input is a
+    candidate). Image side must be >= 2.
+    """
+
+    def __init__(self, eps=8 / 255, norm="linf", n_queries=5000, p_init=0.8, restarts=1,
+                 rescale_schedule=True, batch_size=500, jit_compile="auto", seed=None):
+        super().__init__(batch_size=batch_size, jit_compile=jit_compile, seed=seed)
+        self.threat = threat_lib.get(norm, eps)
+        self.eps = self.threat.eps
+        self.norm = self.threat.norm
+        self.n_queries = check_int(n_queries, "n_queries")
+        self.p_init = check_positive(p_init, "p_init")
+        if self.p_init > 1:
+            raise ValueError(f"`p_init` must be in (0, 1]; got {p_init!r}.")
+        self.restarts = check_int(restarts, "restarts")
+        self.rescale_schedule = bool(rescale_schedule)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(eps=self.eps, norm=self.norm, n_queries=self.n_queries,
+                      p_init=self.p_init, restarts=self.restarts,
+                      rescale_schedule=self.rescale_schedule)
+        return config
+
+    def _check_call(self, x, y, num_classes):
+        if min(int(x.shape[1]), int(x.shape[2])) < 2:
+            raise ValueError(f"`x` images must be at least 2x2 for Square; got {tuple(x.shape[1:])}.")
+
+    # ----------------------------------------------------------------- core
+    @tf.autograph.experimental.do_not_convert
+    def perturb(self, model_fn, x, y):
+        """Graph-safe Square Attack: returns ``x_adv`` for tensors ``x``, ``y``."""
+        y = tf.cast(y, tf.int64)
+        model_fn_ng = lambda t: tf.stop_gradient(model_fn(tf.stop_gradient(t)))  # noqa: E731
+        m0 = margin(model_fn_ng(x), y)
+        best = (x, m0)
+        for restart in range(self.restarts):
+            best = self.run(model_fn_ng, x, y, best, restart)
+        return tf.stop_gradient(best[0])
+
+    def _p(self, it):
+        """Fraction of pixels for iteration ``it`` (tensor)."""
+        it = tf.cast(it, tf.float32)
+        if self.rescale_schedule:
+            it = tf.floor(it / float(self.n_queries) * 10000.0)
+        halvings = tf.add_n([tf.cast(it > float(t), tf.float32) for t in P_SCHEDULE])
+        return self.p_init * tf.pow(0.5, halvings)
+
+    def _side(self, it, h, w):
+        s = tf.round(tf.sqrt(self._p(it) * float(h * w)))
+        return tf.cast(tf.clip_by_value(s, 1.0, float(min(h, w) - 1)), tf.int32)
+
+    @staticmethod
+    def _window(batch, h, w, s, seed=None):
+        """Random square windows: boolean (B, H, W, 1) and local coordinates."""
+        vh = tf.cast(tf.floor(tf.random.uniform([batch], seed=seed) * tf.cast(h - s + 1, tf.float32)), tf.int32)
+        vw = tf.cast(tf.floor(tf.random.uniform([batch], seed=seed) * tf.cast(w - s + 1, tf.float32)), tf.int32)
+        lr = tf.range(h)[None, :, None] - vh[:, None, None]        # (B, H, 1)
+        lc = tf.range(w)[None, None, :] - vw[:, None, None]        # (B, 1, W)
+        inside = tf.logical_and(
+            tf.logical_and(lr >= 0, lr < s), tf.logical_and(lc >= 0, lc < s)
+        )
+        lr = tf.broadcast_to(lr, [batch, h, w])
+        lc = tf.broadcast_to(lc, [batch, h, w])
+        return inside[..., None], lr, lc
+
+    def _meta_gaussian(self, table, lr, lc, s, transpose):
+        """Meta pseudo-Gaussian on a window of side ``s`` at local coords, unnormalised.
+
+        The square is split in two halves (left/right, or top/bottom where
+        ``transpose``) holding a pseudo-Gaussian of opposite signs.
+        """
+        tr = tf.reshape(transpose, [-1, 1, 1])
+        r = tf.where(tr, lc, lr)
+        c = tf.where(tr, lr, lc)
+        s1 = (s + 1) // 2
+        first = c < s1
+        cc = tf.where(first, c, c - s1)
+        width = tf.where(first, s1, s - s1)
+        ring = tf.minimum(tf.minimum(r, s - 1 - r), tf.minimum(cc, width - 1 - cc))
+        ring = tf.maximum(ring, 0)
+        top = tf.maximum((tf.minimum(s, width) - 1) // 2, 0)
+        ring = tf.minimum(ring, top)
+        size = int(table.shape[0])
+        vals = tf.gather(tf.reshape(table, [-1]), top * size + ring)
+        return tf.where(first, vals, -vals)
+
+    def run(self, model_fn, x, y, best, restart=0):
+        """One Square Attack run; ``best = (x_adv, margin)`` is updated."""
+        best_x, best_m = best
+        batch = tf.shape(x)[0]
+        h, w, c = int(x.shape[1]), int(x.shape[2]), int(x.shape[3])
+        shape4 = [-1, 1, 1, 1]
+        eps = self.eps
+        seed = None if self.seed is None else self.seed + 1000 * restart
+        table = _pseudo_gaussian_table(max(h, w))
+        active0 = best_m > 0
+
+        # ---------------------------------------------------------- init
+        if self.norm == "linf":
+            signs = tf.sign(tf.random.uniform([batch, 1, w, c], -1.0, 1.0, seed=seed))
+            signs = tf.where(signs == 0, tf.ones_like(signs), signs)
+            delta = tf.broadcast_to(eps * signs, tf.shape(x))
+        else:
+            s0 = max(h // 5, 1)
+            rr = tf.range(h)[:, None] % s0 + tf.zeros([1, w], tf.int32)
+            cc = tf.range(w)[None, :] % s0 + tf.zeros([h, 1], tf.int32)
+            tile = (tf.range(h)[:, None] // s0) * (w // s0 + 1) + tf.range(w)[None, :] // s0
+            n_tiles = (h // s0 + 1) * (w // s0 + 1)
+            pattern = self._meta_gaussian(
+                table, rr[None], cc[None], tf.constant(s0), tf.zeros([1], tf.bool))[0]
+            tile_signs = tf.sign(tf.random.uniform([batch, n_tiles, c], -1.0, 1.0, seed=seed))
+            tile_signs = tf.where(tile_signs == 0, tf.ones_like(tile_signs), tile_signs)
+            per_pixel = tf.gather(tile_signs, tf.reshape(tile, [-1]), axis=1)
+            delta = tf.reshape(per_pixel, [batch, h, w, c]) * pattern[None, :, :, None]
+            norms = tf.sqrt(tf.reduce_sum(tf.square(delta), axis=[1, 2, 3], keepdims=True))
+            delta = delta / (norms + _TINY) * eps
+        x_init = self.threat.project(x + delta, x)
+
+        idx = active_indices(active0)
+        m_a = margin(model_fn(tf.gather(x_init, idx)), tf.gather(y, idx))
+        m_init = scatter(best_m, idx, m_a)
+        # The running state starts at the initial point for every attacked example.
+        cur_x = tf.where(tf.reshape(active0, shape4), x_init, best_x)
+        cur_m = tf.where(active0, m_init, best_m)
+
+        def body(k, state):
+            cur_x, cur_m = state
+            active = cur_m > 0
+            s = self._side(k + 1, h, w)
+            inside, lr, lc = self._window(batch, h, w, s)
+            delta = cur_x - x
+            if self.norm == "linf":
+                prop = eps * tf.sign(tf.random.uniform([batch, 1, 1, c], -1.0, 1.0))
+                prop = tf.where(prop == 0, eps * tf.ones_like(prop), prop)
+                cand = tf.clip_by_value(x + tf.where(inside, prop, delta), 0.0, 1.0)
+                changed = tf.reduce_any(
+                    tf.logical_and(inside, tf.abs(cand - cur_x) > 1e-7), axis=[1, 2], keepdims=True)
+                prop = tf.where(changed, prop, -prop)  # same values as now: flip the sign
+                new_delta = tf.where(inside, prop, delta)
+            else:
+                inside2, _, _ = self._window(batch, h, w, s)
+                union = tf.logical_or(inside, inside2)
+                sq = tf.square(delta)
+                norm_union = tf.sqrt(tf.reduce_sum(tf.where(union, sq, 0.0), axis=[1, 2]))  # (B, C)
+                total = tf.reduce_sum(sq, axis=[1, 2, 3])
+                slack = tf.maximum(eps * eps - total, 0.0) / float(c)
+                target = tf.sqrt(tf.square(norm_union) + slack[:, None])
+                old = tf.where(inside, delta, 0.0)
+                old = old / (tf.sqrt(tf.reduce_sum(tf.square(old), axis=[1, 2], keepdims=True)) + _TINY)
+                transpose = tf.random.uniform([batch]) < 0.5
+                pattern = self._meta_gaussian(table, lr, lc, s, transpose)[..., None]
+                pattern = tf.where(inside, pattern, 0.0)
+                pattern = pattern / (tf.sqrt(tf.reduce_sum(tf.square(pattern), axis=[1, 2], keepdims=True)) + _TINY)
+                sign = tf.sign(tf.random.uniform([batch, 1, 1, c], -1.0, 1.0))
+                new = old + sign * pattern
+                new = new / (tf.sqrt(tf.reduce_sum(tf.square(new), axis=[1, 2], keepdims=True)) + _TINY)
+                new = new * target[:, None, None, :]
+                new_delta = tf.where(inside, new, tf.where(union, 0.0, delta))
+            cand = self.threat.project(x + new_delta, x)
+            idx = active_indices(active)
+            m_a = margin(model_fn(tf.gather(cand, idx)), tf.gather(y, idx))
+            m_new = scatter(cur_m, idx, m_a)
+            accept = tf.logical_and(active, m_new < cur_m)
+            cur_x = tf.where(tf.reshape(accept, shape4), cand, cur_x)
+            cur_m = tf.where(accept, m_new, cur_m)
+            return cur_x, cur_m
+
+        cur_x, cur_m = while_or_unrolled(
+            body, (cur_x, cur_m), self.n_queries - 1, unrolled=False,
+            cond=lambda s: tf.reduce_any(s[1] > 0),
+        )
+        # Keep the previous best where this run did not lower the margin.
+        better = tf.logical_and(active0, cur_m < best_m)
+        return (tf.where(tf.reshape(better, shape4), cur_x, best_x),
+                tf.where(better, cur_m, best_m))
