@@ -18,8 +18,11 @@ from robustkit.objectives.core import (
     trades_loss,
 )
 
+from robustkit.objectives.mi import NAMID, NAMID_M, NAMID_T, WMIM  # noqa: E402
+
 #: defence names accepted by ``get`` and the CLI's ``--defense``
 REGISTRY = {"standard": AT, "at": AT, "trades": TRADES, "mart": MART}
+REGISTRY.update({"wmim": WMIM, "namid": NAMID, "namid_t": NAMID_T, "namid_m": NAMID_M})
 
 
 def get(name, **kwargs):
@@ -30,4 +33,4 @@ def get(name, **kwargs):
     return REGISTRY[key](**kwargs)
 
 
-__all__ = ["AT", "MART", "TRADES", "Objective", "at_loss", "mart_loss", "trades_loss", "get", "REGISTRY"]
+__all__ = ["AT", "MART", "TRADES", "WMIM", "NAMID", "NAMID_T", "NAMID_M", "Objective", "at_loss", "mart_loss", "trades_loss", "get", "REGISTRY"]
