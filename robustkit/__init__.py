@@ -8,8 +8,23 @@ Example:
 
 __version__ = "0.1.0"
 
-from robustkit import attacks, callbacks, data, models, objectives, threat  # noqa: E402
-from robustkit.training import RobustModel  # noqa: E402
+from robustkit import (  # noqa: E402
+    attacks,
+    callbacks,
+    data,
+    estimators,
+    evaluation,
+    models,
+    objectives,
+    threat,
+    uae,
+)
+from robustkit.evaluation import evaluate  # noqa: E402
 from robustkit.export import export, load_exported as load  # noqa: E402
+from robustkit.training import RobustModel  # noqa: E402
 
-__all__ = ["RobustModel", "export", "load", "attacks", "callbacks", "data", "models", "objectives", "threat", "__version__"]
+__all__ = [
+    "RobustModel", "export", "load", "evaluate",
+    "attacks", "callbacks", "data", "estimators", "evaluation", "models", "objectives",
+    "threat", "uae", "__version__",
+]

@@ -16,6 +16,9 @@ Example:
 >>> "val_robust_accuracy" in history.history
 True
 
+``MIMonitor`` (natural and adversarial MI on held-out data, for the NAMID
+defenses) lives in :mod:`robustkit.estimators` and is re-exported here.
+
 Put :class:`RobustEvaluation` *before* Keras' own ``ModelCheckpoint``,
 ``EarlyStopping``, ``CSVLogger`` or ``TensorBoard`` in the list: it writes
 ``val_robust_accuracy`` and ``val_clean_accuracy`` into the epoch's ``logs``, which
@@ -267,3 +270,6 @@ class BestRobustCheckpoint(keras.callbacks.Callback):
         if self.restore and self._best_weights is not None:
             for var, value in zip(self.model.weights, self._best_weights):
                 var.assign(value)
+
+
+from robustkit.estimators.monitor import MIMonitor  # noqa: E402  (re-export)
