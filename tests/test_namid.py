@@ -237,10 +237,12 @@ def test_defense_trains_and_beats_undefended_model(name, stage2, stage2_cosine, 
     nat, adv = stage2_cosine
     x, y, x_te, y_te = digits
     obj = {
-        "namid": lambda: NAMID(nat, adv),
-        "namid_t": lambda: NAMID_T(nat, adv, beta=6.0),
-        "namid_m": lambda: NAMID_M(nat, adv, beta=5.0),
-        "wmim": lambda: WMIM(std),
+        # alpha = 1: at the paper's alpha = 5 the MI term dominates the CE term on
+        # this tiny CPU setting (see objectives/mi.py and benchmarks/results/table1_*)
+        "namid": lambda: NAMID(nat, adv, alpha=1.0),
+        "namid_t": lambda: NAMID_T(nat, adv, beta=6.0, alpha=1.0),
+        "namid_m": lambda: NAMID_M(nat, adv, beta=5.0, alpha=1.0),
+        "wmim": lambda: WMIM(std, alpha=1.0),
     }[name]()
     keras.utils.set_random_seed(0)
     base = rk.models.small_cnn((8, 8, 1))
