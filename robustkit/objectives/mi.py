@@ -239,8 +239,23 @@ class NAMID(_NAMIDBase):
         return ce, {"ce": ce}
 
 
+class _BetaNAMID(_NAMIDBase):
+    """NAMID with a TRADES / MART base loss: adds that loss's ``beta``."""
+
+    def __init__(self, natural_estimator=None, adversarial_estimator=None, beta=6.0, alpha=5.0,
+                 lam=0.1, select="wrong", estimators_path=None, mi_floor=0.0):
+        super().__init__(natural_estimator, adversarial_estimator, alpha, lam, select,
+                         estimators_path, mi_floor)
+        self.beta = check_non_negative(beta, "beta")
+
+    def get_config(self):
+        config = super().get_config()
+        config["beta"] = self.beta
+        return config
+
+
 @keras.saving.register_keras_serializable(package="robustkit")
-class NAMID_T(_NAMIDBase):
+class NAMID_T(_BetaNAMID):
     """NAMID_T: the TRADES loss plus ``alpha * L_mi``; inner attack: TRADES' KL-PGD
     from ``x + 0.001 N(0, 1)``.
 
@@ -261,23 +276,12 @@ class NAMID_T(_NAMIDBase):
     attack_start = "normal"
     parts = ("natural", "kl") + _MI_PARTS
 
-    def __init__(self, natural_estimator=None, adversarial_estimator=None, beta=6.0, alpha=5.0,
-                 lam=0.1, select="wrong", estimators_path=None, mi_floor=0.0):
-        super().__init__(natural_estimator, adversarial_estimator, alpha, lam, select,
-                         estimators_path, mi_floor)
-        self.beta = check_non_negative(beta, "beta")
-
     def base_loss(self, y, logits_adv, logits_clean, sample_weight):
         return trades_loss(y, logits_adv, logits_clean, self.beta, sample_weight)
 
-    def get_config(self):
-        config = super().get_config()
-        config["beta"] = self.beta
-        return config
-
 
 @keras.saving.register_keras_serializable(package="robustkit")
-class NAMID_M(_NAMIDBase):
+class NAMID_M(_BetaNAMID):
     """NAMID_M: the MART loss plus ``alpha * L_mi``; inner attack CE-PGD from
     ``x + 0.001 N(0, 1)``.
 
@@ -297,19 +301,8 @@ class NAMID_M(_NAMIDBase):
     attack_start = "normal"
     parts = ("bce", "kl") + _MI_PARTS
 
-    def __init__(self, natural_estimator=None, adversarial_estimator=None, beta=6.0, alpha=5.0,
-                 lam=0.1, select="wrong", estimators_path=None, mi_floor=0.0):
-        super().__init__(natural_estimator, adversarial_estimator, alpha, lam, select,
-                         estimators_path, mi_floor)
-        self.beta = check_non_negative(beta, "beta")
-
     def base_loss(self, y, logits_adv, logits_clean, sample_weight):
         return mart_loss(y, logits_adv, logits_clean, self.beta, sample_weight)
-
-    def get_config(self):
-        config = super().get_config()
-        config["beta"] = self.beta
-        return config
 
 
 @keras.saving.register_keras_serializable(package="robustkit")
