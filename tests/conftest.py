@@ -13,6 +13,10 @@ import tensorflow as tf  # noqa: E402
 
 import robustkit as rk  # noqa: E402
 
+# Reproducible runs: the session fixtures train small models, and several tests compare
+# against them with margins; float-op nondeterminism made different tests flip between runs.
+tf.config.experimental.enable_op_determinism()
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data"))
 
