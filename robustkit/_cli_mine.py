@@ -122,17 +122,10 @@ def add_attack_parser(subparsers):
 
 
 def run_attack(args):
-    from robustkit.cli import UsageError, check_dataset, load_split
-    from robustkit.export import load_exported, read_metadata
+    from robustkit.cli import UsageError, load_split, read_export_metadata
+    from robustkit.export import load_exported
 
-    try:
-        meta = read_metadata(args.path)
-    except ValueError as e:
-        raise UsageError("PATH", str(e).replace("`path` ", "")) from None
-    dataset = args.dataset or meta.get("dataset")
-    if dataset is None:
-        raise UsageError("--dataset", "the export does not record its data set; pass --dataset")
-    args.dataset = check_dataset(dataset)
+    meta = read_export_metadata(args)
     threat = meta.get("threat_model") or {}
     eps = args.eps or (threat.get("eps") if threat.get("norm") == "linf" else None) or 0.3
     if not args.out.lower().endswith(".png"):

@@ -72,26 +72,27 @@ def positive_float(text):
     return value
 
 
+def _int_at_least(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}; got {text!r}")
+        return value
+
+    return parse
+
+
 def positive_int(text):
     """``argparse`` type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {text!r}")
-    return value
+    return _int_at_least(1)(text)
 
 
 def non_negative_int(text):
     """``argparse`` type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}")
-    return value
+    return _int_at_least(0)(text)
 
 
 def parse_attack(spec, eps, norm, argument="--attack"):
@@ -491,8 +492,11 @@ def add_evaluate_parser(subparsers):
     return p
 
 
-def check_evaluate_args(args):
-    """Argument checks of ``evaluate``; returns the export's metadata."""
+def read_export_metadata(args):
+    """Reads ``args.path``'s robustkit.json and resolves ``args.dataset`` from it.
+
+    Exits as a usage error naming PATH or --dataset; returns the metadata.
+    """
     from robustkit.export import read_metadata
 
     try:
@@ -503,6 +507,12 @@ def check_evaluate_args(args):
     if dataset is None:
         raise UsageError("--dataset", "the export does not record its data set; pass --dataset")
     args.dataset = check_dataset(dataset)
+    return meta
+
+
+def check_evaluate_args(args):
+    """Argument checks of ``evaluate``; returns the export's metadata."""
+    meta = read_export_metadata(args)
     threat = meta.get("threat_model") or {}
     args.norm = args.norm or threat.get("norm")
     args.eps = args.eps or threat.get("eps")
