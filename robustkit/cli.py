@@ -596,4 +596,9 @@ def main(argv=None):
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # ``python -m robustkit.cli``: run the imported module's ``main`` so that the
+    # subcommands (which import ``robustkit.cli``) and this entry point share one
+    # ``UsageError`` class.
+    from robustkit.cli import main as _main
+
+    sys.exit(_main())

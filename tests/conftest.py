@@ -48,8 +48,10 @@ def digits():
     return x_tr, y_tr, x_te, y_te
 
 
-def _train_clean(model, x, y, epochs, seed=0):
+def _train_clean(build, x, y, epochs, seed=0):
+    # seed before building: the initial weights must not depend on which tests ran first
     keras.utils.set_random_seed(seed)
+    model = build()
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -59,9 +61,10 @@ def _train_clean(model, x, y, epochs, seed=0):
     return model
 
 
-def _train_pgd_at(model, x, y, eps, epochs, warmup_epochs=1, seed=0):
+def _train_pgd_at(build, x, y, eps, epochs, warmup_epochs=1, seed=0):
     """A plain hand-written PGD-AT loop (independent of RobustModel)."""
     keras.utils.set_random_seed(seed)
+    model = build()
     opt = keras.optimizers.Adam(1e-3)
     attack = rk.attacks.PGD(eps=eps, steps=7, step_size=eps / 3)
     fn = rk.attacks.as_logits_fn(model)
@@ -98,14 +101,14 @@ def _train_pgd_at(model, x, y, eps, epochs, warmup_epochs=1, seed=0):
 def digits_model(digits):
     """Undefended small CNN on digits (~97 % clean)."""
     x_tr, y_tr, _, _ = digits
-    return _train_clean(rk.models.small_cnn((8, 8, 1)), x_tr, y_tr, epochs=15)
+    return _train_clean(lambda: rk.models.small_cnn((8, 8, 1)), x_tr, y_tr, epochs=15)
 
 
 @pytest.fixture(scope="session")
 def digits_at_model(digits):
     """PGD-AT small CNN on digits at L-inf eps 0.1 (hand-written loop)."""
     x_tr, y_tr, _, _ = digits
-    return _train_pgd_at(rk.models.small_cnn((8, 8, 1)), x_tr, y_tr, eps=0.1, epochs=15, warmup_epochs=3)
+    return _train_pgd_at(lambda: rk.models.small_cnn((8, 8, 1)), x_tr, y_tr, eps=0.1, epochs=15, warmup_epochs=3)
 
 
 @pytest.fixture(scope="session")
@@ -120,4 +123,4 @@ def mnist_small(data_dir):
 def mnist_model(mnist_small):
     """Undefended small CNN on the MNIST subset (~95 % clean)."""
     x_tr, y_tr, _, _ = mnist_small
-    return _train_clean(rk.models.small_cnn((28, 28, 1), width=16, dense=64), x_tr, y_tr, epochs=3)
+    return _train_clean(lambda: rk.models.small_cnn((28, 28, 1), width=16, dense=64), x_tr, y_tr, epochs=3)

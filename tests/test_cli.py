@@ -102,6 +102,21 @@ def test_bad_input_exits_2_naming_the_argument(argv, argument, capsys, tmp_path,
     assert "Exported" not in out and not os.path.exists(tmp_path / "saved_models")
 
 
+def test_python_dash_m_exits_2_on_a_subcommand_usage_error(tmp_path):
+    """``python -m robustkit.cli``: a usage error raised inside a subcommand module
+    (which imports ``robustkit.cli``) is still reported as exit 2, not a traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "robustkit.cli", "attack", "minmax", str(tmp_path / "none")],
+        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "argument PATH" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_evaluate_rejects_a_plain_savedmodel(tmp_path, capsys):
     plain = tmp_path / "plain"
     plain.mkdir()

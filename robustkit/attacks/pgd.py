@@ -27,8 +27,9 @@ MAX_UNROLLED_STEPS = 10
 #: ``loop="auto"``: evaluation attacks (best-point tracking) up to this many steps
 #: are unrolled (FGSM); longer ones and ``early_stop=True`` use ``tf.while_loop``
 MAX_UNROLLED_TRACKING = 1
-#: ``loop="while"``/``"auto"`` evaluation attacks unroll this many steps per
-#: while-loop iteration
+#: ``loop="while"``/``"auto"`` evaluation attacks (with or without early stop)
+#: unroll this many steps per while-loop iteration (one step per iteration
+#: measured ~1.25x slower on a 2-core CPU; 8 traces twice as long for no gain)
 WHILE_CHUNK = 4
 
 
@@ -49,7 +50,10 @@ class PGD(Attack):
         loss: ``"ce"``, ``"margin"`` (CW margin) or ``"kl"`` (TRADES' KL to the
             clean prediction).
         early_stop: stop working on examples once they are misclassified (for
-            evaluation; the batch is compacted so fooled examples cost nothing).
+            evaluation; the batch is compacted so fooled examples cost nothing,
+            and the loop ends once all are fooled). On 1,000 MNIST test images
+            this makes PGD-40 ~5x faster on an undefended CNN and ~0.8x
+            cleverhans' time on a PGD-trained one (``benchmarks/pgd_speed.py``).
         loop: ``"unrolled"`` (a Python loop inside one ``tf.function``),
             ``"while"`` (``tf.while_loop``: the graph does not grow with ``steps``)
             or ``"auto"`` (default): unrolled for training attacks
@@ -121,6 +125,10 @@ class PGD(Attack):
         )
         return config
 
+    # Plain graph code (Python loops are unrolled on purpose, tensor loops are explicit
+    # tf.while_loop / tf.cond): autograph has nothing to convert, and skipping it means
+    # tracing never re-reads this file's source.
+    @tf.autograph.experimental.do_not_convert
     def perturb(self, model_fn, x, y, eps=None, loss=None, random_start=None, track_best=True):
         """Graph-safe PGD.
 
@@ -174,7 +182,7 @@ class PGD(Attack):
             for _ in range(self.steps):
                 state = body(state)
             return state
-        chunk = max(1, min(chunk, self.steps)) if active is None else 1
+        chunk = max(1, min(chunk, self.steps))
         if chunk > 1:
             rounds, rest = divmod(self.steps, chunk)
 
@@ -183,7 +191,7 @@ class PGD(Attack):
                     s = body(s)
                 return s
 
-            state = self._while(chunk_body, state, rounds, None)
+            state = self._while(chunk_body, state, rounds, active)
             for _ in range(rest):
                 state = body(state)
             return state
@@ -317,19 +325,22 @@ class PGD(Attack):
             return tf.size(state[1][2]) > 0
 
         unrolled = self.loop == "unrolled"  # "auto": a while loop that ends when all are fooled
+        # Inside an unrolled loop or a chunk of the while loop a step may meet an
+        # empty batch: it is then skipped (oneDNN convolutions reject empty batches).
+        guarded = unrolled or self.chunk > 1
 
         def body(state):
-            if not unrolled:
+            if not guarded:
                 return step(state)
-            # Skip the work once every example is fooled (the model must not see
-            # an empty batch: oneDNN convolutions reject it).
             return tf.cond(has_active(state), lambda: step(state), lambda: state)
 
         for restart in range(self.restarts):
             idx = tf.where(tf.logical_not(best[1]))[:, 0]
             active = tuple(tf.gather(t, idx) for t in (x, y, tf.range(batch, dtype=tf.int64), eps_all, clean_all))
             x_a = self._start(active[0], active[3], start, restart)
-            x_a, active, best = self._loop(body, (x_a, active, best), unrolled, has_active)
+            x_a, active, best = self._loop(
+                body, (x_a, active, best), unrolled, has_active, chunk=self.chunk
+            )
 
             def final(x_a=x_a, active=active, best=best):
                 fooled, cur_loss = self._evaluate(
