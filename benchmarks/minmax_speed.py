@@ -21,6 +21,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -43,6 +45,14 @@ def measure(model, x, y, n_single, **kwargs):
     return len(x) / batched, n_single / single
 
 
+def critic_params(model, filters, hidden):
+    """Statistics-network parameters per example (both branches and the head)."""
+    est = rk.estimators.PerSampleMINE(model, steps=1, filters=filters, hidden=hidden)
+    maps = est.features(model.input_shape[1:])(np.zeros([1, *model.input_shape[1:]], "float32"))
+    critic = est.critic(maps.shape[2:])
+    return sum(int(np.prod(v.shape[1:])) for v in critic.init(1).values())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=64, help="examples in the batched call")
@@ -60,9 +70,12 @@ def main():
     rows = []
     for name, kw, n in configs:
         b, s = measure(model, x[:n], y[:n], min(args.single, n), steps=args.steps, mine_lr=1e-4, **kw)
-        rows.append((name, n, b, s, b / s))
+        params = critic_params(model, **kw)
+        rows.append((name, n, b, s, b / s, params))
         print(f"{name}: batched {b:.2f} ex/s (batch {n}), one at a time {s:.2f} ex/s, "
-              f"ratio {b / s:.1f}x", flush=True)
+              f"ratio {b / s:.1f}x; per example and step: batched {1e3 / (b * args.steps):.2f} ms, "
+              f"one at a time {1e3 / (s * args.steps):.2f} ms; {params / 1e6:.2f} M critic "
+              "parameters per example", flush=True)
     lines = [
         "# Batched MinMax vs one example at a time",
         "",
@@ -72,11 +85,32 @@ def main():
         "same compiled function for both (batch dimension None, one trace). "
         "Machine: 2 CPU cores shared with other jobs (noisy; the ratio is measured in one run).",
         "",
-        "| Statistics network | batch | batched (ex/s) | one at a time (ex/s) | speed-up |",
-        "|---|---|---|---|---|",
+        "| Statistics network | critic params / example | batch | batched (ex/s) | "
+        "one at a time (ex/s) | ms per example-step (batched / single) | speed-up |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, n, b, s, r in rows:
-        lines.append(f"| {name} | {n} | {b:.2f} | {s:.2f} | {r:.1f}x |")
+    for name, n, b, s, r, params in rows:
+        lines.append(f"| {name} | {params / 1e6:.2f} M | {n} | {b:.2f} | {s:.2f} | "
+                     f"{1e3 / (b * args.steps):.2f} / {1e3 / (s * args.steps):.2f} | {r:.1f}x |")
+    lines += [
+        "",
+        "Reading (computed from the rows above): with per-example time per step "
+        "`w` (batched, large batch) and fixed per-step cost `o` (op dispatch, loop, "
+        "classifier call), one-at-a-time costs `o + w` and an infinitely large batch `w`, so "
+        "the speed-up can never exceed `(o + w) / w` (batched ms per example-step = w + o / batch).",
+        "",
+    ]
+    for name, n, b, s, r, params in rows:
+        wb, ws = 1e3 / (b * args.steps), 1e3 / (s * args.steps)
+        w = max((wb - ws / n) / (1.0 - 1.0 / n), 1e-9) if n > 1 else wb  # batched = w + o / n
+        lines.append(
+            f"- {name}: {params / 1e6:.2f} M critic parameters per example; batched "
+            f"{wb:.2f} ms vs single {ws:.2f} ms per example-step -> per-example work w ~{w:.2f} ms, "
+            f"fixed cost o ~{max(ws - w, 0):.2f} ms, so no batch size can give more than "
+            f"~{ws / w:.1f}x. 20x would need w <= {ws / 20:.3f} ms per example-step, "
+            f"while a perfectly fused Adam alone must move 7 x {params / 1e6:.2f} M floats "
+            f"({7 * 4 * params / 1e6:.1f} MB) per example-step."
+        )
     lines.append("")
     with open(args.out, "w") as f:
         f.write("\n".join(lines))

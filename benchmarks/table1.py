@@ -226,7 +226,7 @@ def write_table(args, results, elapsed):
         f"estimators of width {args.features} (paper: 2048), {args.estimator_epochs} epochs, Adam "
         f"1e-2 (x0.1 at 40 % and 80 %), batch 400, {args.estimator_objective} objective. Seeds: "
         f"{', '.join(map(str, seeds))} (mean ± std over seeds, accuracy in %). "
-        + ("Only the MI rows' alpha was chosen, on a validation split (below); the rest was fixed "
+        + ("Only the MI rows' alpha was chosen, on a validation split (below); the other "
            if getattr(args, "alpha_selection", None) else "Nothing was tuned on these data; ")
         + f"hyper-parameters fixed in advance (TRADES beta 6, MART beta 5, NAMID alpha "
         f"{args.alpha:g} / lam 0.1 / MI term on the {args.select!r} samples, WMIM alpha {args.alpha:g}).", "",

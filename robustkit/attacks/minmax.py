@@ -35,8 +35,7 @@ from robustkit._validation import (
     check_positive,
 )
 from robustkit.attacks.base import Attack, as_logits_fn, resolve_jit
-from robustkit.estimators import bounds
-from robustkit.estimators.per_sample import PerSampleMINE, _adam, _random_perm
+from robustkit.estimators.per_sample import PerSampleMINE, _adam
 
 _LOOPS = ("auto", "unrolled", "while")
 MAX_UNROLLED_STEPS = 4
@@ -286,18 +285,16 @@ class _MINEAttack(Attack):
             delta = tf.zeros_like(x)
         return tf.clip_by_value(x + delta, 0.0, 1.0) - x
 
-    def _evaluate(self, model_fn, crit, feat, fa, critic, params, x, y, clean, delta):
+    def _evaluate(self, model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta):
         """f, success, MI and the gradients of f and I w.r.t. delta and of I w.r.t. theta."""
         x_adv = x + delta
-        perm = _random_perm(tf.shape(x)[0], tf.shape(fa)[1])
         with tf.GradientTape(watch_accessed_variables=False) as tape_f:
             tape_f.watch(x_adv)
             f, ok = crit(x, model_fn(x_adv), y, clean)
             f_sum = tf.reduce_sum(f)
         with tf.GradientTape(watch_accessed_variables=False) as tape_i:
             tape_i.watch([x_adv, params])
-            joint, marg = critic.scores(params, fa, feat(x_adv), [perm])
-            mi = bounds.dv(joint, marg)
+            mi = est.dv(critic, params, fa, feat(x_adv))
             mi_sum = tf.reduce_sum(mi)
         grad_f = tape_f.gradient(f_sum, x_adv)
         grad_i, grad_p = tape_i.gradient(mi_sum, [x_adv, params])
@@ -417,7 +414,7 @@ class MinMax(_MINEAttack):
         def body(t, state):
             delta, c, params, opt, best = state
             f, ok, mi, g_f, g_i, g_p = self._evaluate(
-                model_fn, crit, feat, fa, critic, params, x, y, clean, delta)
+                model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta)
             best = self._track(best, x + delta, ok, mi, f, maximize)
             # dual ascent with f at the current iterate (Algorithm 1's update after
             # the previous primal step); the first primal step uses c0.
@@ -431,7 +428,7 @@ class MinMax(_MINEAttack):
 
         delta, c, params, opt, best = self._loop(body, (delta, c, params, opt, best), self.steps)
         f, ok, mi, _, _, _ = self._evaluate(
-            model_fn, crit, feat, fa, critic, params, x, y, clean, delta)
+            model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta)
         best = self._track(best, x + delta, ok, mi, f, maximize)
         bx, bmi, bok, bf = best
         return tf.stop_gradient(bx), bmi, bok, bf
@@ -505,7 +502,7 @@ class PenaltyMINE(_MINEAttack):
             def body(t, state):
                 delta, params, opt, best, round_ok = state
                 f, ok, mi, g_f, g_i, g_p = self._evaluate(
-                    model_fn, crit, feat, fa, critic, params, x, y, clean, delta)
+                    model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta)
                 best = self._track(best, x + delta, ok, mi, f, maximize)
                 round_ok = tf.logical_or(round_ok, ok)
                 delta = self._project(x, delta - self.alpha * (tf.reshape(c, shape) * g_f - sign * g_i))
@@ -518,7 +515,7 @@ class PenaltyMINE(_MINEAttack):
             delta, params, opt, best, round_ok = self._loop(
                 body, (delta, params, opt, best, round_ok), self.steps)
             f, ok, mi, _, _, _ = self._evaluate(
-                model_fn, crit, feat, fa, critic, params, x, y, clean, delta)
+                model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta)
             best = self._track(best, x + delta, ok, mi, f, maximize)
             round_ok = tf.logical_or(round_ok, ok)
             # CW binary search on c
