@@ -17,6 +17,23 @@ the hand-written step for the common "attack, then one objective" shape.
 
 Run:  python benchmarks/train_speed.py [--data-dir ../shared/data] [--rows at,trades,mart]
 Writes benchmarks/results/train_speed.md.
+
+MI defenses (issue #3: a NAMID / WMIM epoch costs <= 1.3x a PGD-AT epoch on the
+same model and batch): ``--rows namid,wmim`` times ``RobustModel.fit`` with the
+defense against ``RobustModel.fit`` with PGD-AT (same model, batches and attack)
+and, as a third column, the frozen estimators alone (the MI term's forward and
+backward on the epoch's batches with fixed logits: the floor the defense cannot
+go below). Options for these rows: ``--model small_cnn|resnet18`` (ResNet-18
+with ``--base-filters``, 64 = the paper's), ``--dataset mnist|cifar10`` (CIFAR-10:
+the real test images, the only split in ../shared/data; eps 8/255 by default),
+``--features`` (estimator width; 2048 = the paper's, the default; narrower
+estimators are an option, not the paper's setting). They write
+benchmarks/results/train_speed_mi.md (MNIST small CNN) or
+train_speed_mi_<dataset>_<model>.md, e.g.::
+
+    python benchmarks/train_speed.py --rows namid,wmim --n 512 --repeats 2
+    python benchmarks/train_speed.py --rows namid,wmim --model resnet18 --dataset cifar10 \
+        --n 256 --repeats 1
 """
 
 import collections
@@ -35,14 +52,26 @@ import robustkit as rk  # noqa: E402
 from robustkit.objectives import core as losses  # noqa: E402
 
 #: one benchmark row: a label and two zero-argument callables that each run one epoch
-Row = collections.namedtuple("Row", ["label", "robustkit", "handwritten"])
+#: (``extra``: an optional third callable timed alongside, used by the MI rows)
+Row = collections.namedtuple("Row", ["label", "robustkit", "handwritten", "extra"], defaults=(None,))
 
 
 class Context:
     """What every row needs: data, model builder, attack settings."""
 
     def __init__(self, args):
-        x_tr, y_tr, _, _ = C.mnist(args.data_dir, args.n, 10, seed=args.seed)
+        self.dataset_name = getattr(args, "dataset", "mnist")
+        self.model_name = getattr(args, "model", "small_cnn")
+        self.base_filters = getattr(args, "base_filters", 64)
+        self.features = getattr(args, "features", 2048)
+        if self.dataset_name == "cifar10":
+            if not os.path.isdir(os.path.join(args.data_dir, "cifar10")):
+                sys.exit(f"CIFAR-10 not found under {args.data_dir!r}: pass --data-dir.")
+            # ../shared/data holds the 10,000 real CIFAR-10 test images only
+            x_tr, y_tr = rk.data.subset(*rk.data.load("cifar10", "test", args.data_dir), args.n,
+                                        seed=args.seed)
+        else:
+            x_tr, y_tr, _, _ = C.mnist(args.data_dir, args.n, 10, seed=args.seed)
         self.x, self.y = x_tr, y_tr
         self.batch_size = args.batch_size
         self.eps = args.eps
@@ -52,9 +81,19 @@ class Context:
         self.dataset = rk.data.make_dataset(x_tr, y_tr, args.batch_size, shuffle=True, seed=args.seed)
 
     def build(self):
-        """A fresh small CNN with fixed initial weights (same for both sides of a row)."""
+        """A fresh model with fixed initial weights (same for both sides of a row):
+        ``small_cnn(width=16, dense=64)`` (default) or ResNet-18 (``--model resnet18``)."""
         keras.utils.set_random_seed(self.seed)
-        return rk.models.small_cnn((28, 28, 1), width=16, dense=64)
+        shape = self.x.shape[1:]
+        if self.model_name == "resnet18":
+            return rk.models.resnet18(shape, 10, base_filters=self.base_filters)
+        return rk.models.small_cnn(shape, width=16, dense=64)
+
+    def describe(self):
+        """The model and data of an epoch, for the results file."""
+        model = (f"`resnet18(base_filters={self.base_filters})`" if self.model_name == "resnet18"
+                 else f"`small_cnn({tuple(self.x.shape[1:])}, width=16, dense=64)`")
+        return f"{len(self.x)} real {self.dataset_name.upper()} images, {model}"
 
     def attack(self):
         return rk.attacks.PGD(eps=self.eps, step_size=self.step_size, steps=self.steps)
@@ -165,20 +204,51 @@ def row_mart(ctx):
     )
 
 
+def estimators_only(ctx, objective):
+    """One epoch of the MI term alone: the objective's forward and its backward to
+    the logits on the epoch's images, with ``x_adv = clip(x + U(-eps, eps))`` and
+    fixed random logits (no model, no attack). This is the estimators' cost, the
+    floor of an MI-defense epoch above PGD-AT."""
+    rng = np.random.default_rng(ctx.seed)
+    batches = []
+    for xb, yb in ctx.dataset:
+        x_adv = np.clip(xb.numpy() + rng.uniform(-ctx.eps, ctx.eps, xb.shape), 0, 1).astype("float32")
+        logits = rng.normal(size=(2, len(yb), 10)).astype("float32")
+        batches.append((xb, tf.constant(x_adv), yb, tf.constant(logits[0]), tf.constant(logits[1])))
+
+    @tf.function(autograph=False)  # plain tensor code; autograph once mis-converted the call
+    def step(x, x_adv, y, la, lc):
+        with tf.GradientTape() as tape:
+            tape.watch([la, lc])
+            total, _ = objective(y, la, lc, x=x, x_adv=x_adv)
+        return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(total, [la, lc]) if g is not None])
+
+    def epoch():
+        return float(sum(step(*b) for b in batches))
+
+    return epoch
+
+
 def _mi_row(ctx, name):
-    """NAMID / WMIM (paper width 2048, frozen estimators) vs PGD-AT, both through
-    ``RobustModel.fit``: the second column is the PGD-AT epoch, not a hand-written
-    loop, and the target is <= 1.3x (issue #3)."""
+    """NAMID / WMIM (frozen estimators, ``--features`` wide: 2048 = the paper) vs
+    PGD-AT, both through ``RobustModel.fit``: the second column is the PGD-AT
+    epoch, not a hand-written loop, and the target is <= 1.3x (issue #3)."""
     from robustkit.estimators import AdversarialMIEstimator, MIEstimator, NaturalMIEstimator
     from robustkit.objectives.mi import NAMID, WMIM
 
-    shape, k = ctx.x.shape[1:], 10
+    shape, k, f = ctx.x.shape[1:], 10, ctx.features
+    keras.utils.set_random_seed(ctx.seed)
     if name == "namid":
-        objective = NAMID(NaturalMIEstimator(shape, k, 2048), AdversarialMIEstimator(shape, k, 2048))
+        # select="all": the MI term over the whole batch (the benchmark's fresh
+        # model and random estimators would otherwise select an arbitrary subset;
+        # the selection is a mask, so the cost does not depend on it)
+        objective = NAMID(NaturalMIEstimator(shape, k, f), AdversarialMIEstimator(shape, k, f),
+                          select="all")
     else:
-        objective = WMIM(MIEstimator(shape, k, 2048, pattern="standard"))
-    return Row(f"{name.upper()} vs PGD-AT fit (target <= 1.3x)",
-               robust_fit(ctx, objective), robust_fit(ctx, rk.objectives.AT()))
+        objective = WMIM(MIEstimator(shape, k, f, pattern="standard"))
+    return Row(f"{name.upper()} (estimators {f} wide)",
+               robust_fit(ctx, objective), robust_fit(ctx, rk.objectives.AT()),
+               estimators_only(ctx, objective))
 
 
 def row_namid(ctx):
@@ -199,12 +269,13 @@ EXTRA_ROWS = {"namid": row_namid, "wmim": row_wmim}
 # ------------------------------------------------------------------- main
 def measure(row, repeats):
     """Warm-up epoch each, then ``repeats`` interleaved epochs; returns the times."""
-    for fn in (row.robustkit, row.handwritten):
-        fn()
-    times = {"robustkit": [], "handwritten": []}
-    cpu = {"robustkit": [], "handwritten": []}
+    keys = ["robustkit", "handwritten"] + (["extra"] if row.extra is not None else [])
+    for key in keys:
+        getattr(row, key)()
+    times = {key: [] for key in keys}
+    cpu = {key: [] for key in keys}
     for _ in range(repeats):
-        for key in times:
+        for key in keys:
             t0, c0 = time.perf_counter(), time.process_time()
             getattr(row, key)()
             times[key].append(time.perf_counter() - t0)
@@ -216,14 +287,31 @@ def main():
     p = C.base_parser(__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=2048, help="MNIST train images per epoch")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--eps", type=float, default=0.3)
+    p.add_argument("--eps", type=float, default=None, help="default 0.3 (MNIST), 8/255 (CIFAR-10)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument("--model", choices=("small_cnn", "resnet18"), default="small_cnn",
+                   help="MI rows: the classifier (default small_cnn)")
+    p.add_argument("--base-filters", type=int, default=64, help="ResNet-18 first-stage filters")
+    p.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist",
+                   help="MI rows: the images (cifar10: the real test split)")
+    p.add_argument("--features", type=int, default=2048,
+                   help="MI rows: estimator width (2048 = the paper's; narrower is an option only)")
     args = p.parse_args()
+    if args.eps is None:
+        args.eps = 8 / 255 if args.dataset == "cifar10" else 0.3
+    names = args.rows.split(",")
+    mi_mode = any(n in EXTRA_ROWS for n in names)
+    if mi_mode and not all(n in EXTRA_ROWS for n in names):
+        p.error("run the MI rows (namid, wmim) on their own: they write train_speed_mi*.md")
+    if not mi_mode and (args.model, args.dataset, args.features) != ("small_cnn", "mnist", 2048):
+        p.error("--model, --dataset and --features apply to the MI rows (namid, wmim) only")
     print(C.machine_info())
     ctx = Context(args)
+    if mi_mode:
+        return main_mi(args, ctx, names)
     table = []
-    for name in args.rows.split(","):
+    for name in names:
         row = {**ROWS, **EXTRA_ROWS}[name](ctx)
         times, cpu = measure(row, args.repeats)
         rk_t, hand_t = float(np.median(times["robustkit"])), float(np.median(times["handwritten"]))
@@ -252,6 +340,52 @@ def main():
         "given because it is less sensitive to other jobs on a shared machine.", "",
     ]
     path = C.write_result("train_speed", "\n".join(report) + "\n", not args.no_write)
+    if path:
+        print(f"wrote {os.path.relpath(path, C.REPO)}")
+
+
+def main_mi(args, ctx, names):
+    """The MI rows: defense epoch / PGD-AT epoch, and the estimators alone."""
+    table = []
+    for name in names:
+        row = EXTRA_ROWS[name](ctx)
+        times, cpu = measure(row, args.repeats)
+        med = {k: float(np.median(v)) for k, v in times.items()}
+        cmed = {k: float(np.median(v)) for k, v in cpu.items()}
+        ratio = med["robustkit"] / med["handwritten"]
+        cpu_ratio = cmed["robustkit"] / cmed["handwritten"]
+        est = med["extra"] / med["handwritten"]
+        print(f"{row.label:28s} defense fit {med['robustkit']:7.2f} s  PGD-AT fit {med['handwritten']:7.2f} s"
+              f"  ratio {ratio:.2f}x  CPU-time ratio {cpu_ratio:.2f}x  estimators alone "
+              f"{med['extra']:7.2f} s = {est:.2f}x PGD-AT  (wall runs: "
+              + " / ".join(str([round(t, 2) for t in times[k]]) for k in times) + ")", flush=True)
+        table.append([row.label, f"{med['robustkit']:.2f}", f"{med['handwritten']:.2f}",
+                      f"**{ratio:.2f}x**", f"{cmed['robustkit']:.2f} / {cmed['handwritten']:.2f} = "
+                      f"{cpu_ratio:.2f}x", f"{med['extra']:.2f} ({est:.2f}x)",
+                      " / ".join(" ".join(f"{t:.2f}" for t in times[k]) for k in times)])
+    suffix = "" if (args.dataset, args.model) == ("mnist", "small_cnn") else f"_{args.dataset}_{args.model}"
+    if args.features != 2048:
+        suffix += f"_f{args.features}"
+    report = [
+        "# MI-defense training cost (`benchmarks/train_speed.py`, NAMID / WMIM rows)", "",
+        f"Command: `python benchmarks/train_speed.py {' '.join(sys.argv[1:])}`", "",
+        f"Machine: {C.machine_info()}. The machine was shared with other jobs during the run;",
+        "epochs are interleaved round-robin so noise hits all columns alike.", "",
+        f"One epoch = {ctx.describe()}, batch {args.batch_size}, Adam 1e-3, PGD-{args.steps} "
+        f"L-inf eps {args.eps:.4g} step eps/4, through `rk.RobustModel.fit`; median of "
+        f"{args.repeats} epoch(s) after one warm-up epoch. Estimators {args.features} wide "
+        f"({'the paper' if args.features == 2048 else 'narrower than the paper, an option'}), "
+        "random weights, frozen (the cost does not depend on their values). NAMID: alpha 5, "
+        "lam 0.1, the MI term over the whole batch (a mask; the cost does not depend on the "
+        "selection). Issue #3's target: ratio <= 1.3x.", "",
+        C.markdown_table(["defense", "defense fit s", "PGD-AT fit s", "ratio", "CPU time defense / AT (s)",
+                          "estimators alone s (x PGD-AT)", "runs (s): defense / AT / estimators"],
+                         table), "",
+        "*Estimators alone*: the MI term's forward and backward (to the logits) on the same "
+        "images with fixed logits, no model and no attack: what the frozen estimators cost per "
+        "epoch whatever the classifier.", "",
+    ]
+    path = C.write_result("train_speed_mi" + suffix, "\n".join(report) + "\n", not args.no_write)
     if path:
         print(f"wrote {os.path.relpath(path, C.REPO)}")
 

@@ -85,6 +85,7 @@ def test_estimator_training_raises_the_gap_on_selected_samples(digits, digits_mo
     _, w, _ = select_samples(y, lc, la)
     args = (x[w], x_adv[w], lc[w], la[w])
     _, _, gap_n, gap_a = estimator_losses(nat, adv, *args, mode="paper", training=False)
+    keras.utils.set_random_seed(1)  # the untrained baseline must not depend on test order
     fresh_n = NaturalMIEstimator((8, 8, 1), 10, features=FEATURES)
     fresh_a = AdversarialMIEstimator((8, 8, 1), 10, features=FEATURES)
     _, _, gap_n0, gap_a0 = estimator_losses(fresh_n, fresh_a, *args, mode="paper", training=False)
@@ -131,6 +132,48 @@ def test_stage2_rejects_bad_arguments(digits_model, kwargs, match):
     data = args.pop("data")
     with pytest.raises(ValueError, match=match):
         train_namid_estimators(digits_model, data, rk.attacks.PGD(eps=EPS, steps=1), **args)
+
+
+# ------------------------------------------------------- estimator fast path
+def test_estimator_fast_path_equals_per_sample_dv_on_scores(digits):
+    """call / mi_pair compute the DV from one matrix product and the joint term
+    from mean local vectors: same figures as per_sample_dv on the full scores."""
+    keras.utils.set_random_seed(3)
+    est = NaturalMIEstimator((8, 8, 1), 10, features=16)
+    x = digits[0][:12]
+    x_adv = np.clip(x + 0.05, 0, 1).astype("float32")
+    rng = np.random.default_rng(0)
+    la, lc = (rng.normal(size=(12, 10)).astype("float32") * 3 for _ in range(2))
+    ref_a = rk.estimators.per_sample_dv(est.scores(x, la)).numpy()
+    ref_c = rk.estimators.per_sample_dv(est.scores(x, lc)).numpy()
+    np.testing.assert_allclose(est((x, la)).numpy(), ref_a, rtol=1e-5, atol=1e-5)
+    got_a, got_c = est.mi_pair(x, x_adv, la, lc)
+    np.testing.assert_allclose(got_a.numpy(), ref_a, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_c.numpy(), ref_c, rtol=1e-5, atol=1e-5)
+
+
+def test_frozen_estimator_records_no_backward_through_its_local_branch(digits):
+    """Stage 3 needs gradients only to the logits: a frozen estimator's local
+    branch is cut from the tape (its tf.Variables stay watchable, so without the
+    cut a tape would differentiate through the 2048-wide local block); a
+    trainable one (stage 2) still gets gradients there."""
+    keras.utils.set_random_seed(0)
+    est = AdversarialMIEstimator((8, 8, 1), 10, features=8)
+    x = tf.constant(digits[0][:6])
+    x_adv = tf.constant(np.clip(digits[0][:6] + 0.05, 0, 1))
+    logits = tf.constant(np.random.default_rng(0).normal(size=(6, 10)).astype("float32"))
+    local_vars = [est.l_res2.kernel, est.l_conv1.kernel]
+    for trainable in (True, False):
+        est.trainable = trainable
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            mi = tf.reduce_sum(est.mi(x, x_adv, logits))
+        grads = tape.gradient(mi, local_vars + [logits])
+        assert grads[-1] is not None and float(tf.reduce_max(tf.abs(grads[-1]))) > 0
+        if trainable:
+            assert all(g is not None for g in grads[:-1])
+        else:
+            assert all(g is None for g in grads[:-1])
 
 
 # ------------------------------------------------------------------ losses

@@ -68,6 +68,25 @@ def per_sample_dv(scores):
     return joint - marginal
 
 
+def _dv_from_features(glob, local):
+    """Per-sample DV estimates from global vectors ``glob`` (G, d) and local
+    vectors ``local`` (B, P, d), G a multiple k*B of B (row ``g`` pairs with
+    sample ``g mod B``): :func:`per_sample_dv` of ``s[g, j, p] = <glob_g,
+    local_jp>`` computed as one (G, d) x (d, B*P) matrix product; the joint
+    term as ``<glob_g, mean_p local_gp>`` (no (G, B, P) diagonal mask)."""
+    b = tf.shape(local)[0]
+    p = tf.shape(local)[1]
+    d = tf.shape(local)[2]
+    reps = tf.shape(glob)[0] // b
+    scores = tf.matmul(glob, tf.reshape(local, [b * p, d]), transpose_b=True)
+    scores = tf.reshape(scores, [reps * b, b, p])
+    joint = tf.reduce_sum(glob * tf.tile(tf.reduce_mean(local, 1), [reps, 1]), -1)
+    eye = tf.tile(tf.eye(b, dtype=scores.dtype), [reps, 1])[:, :, None]
+    n_marg = tf.cast(tf.maximum(b - 1, 1) * p, tf.float32)
+    marginal = tf.reduce_logsumexp(scores - eye * 1e9, axis=[1, 2]) - tf.math.log(n_marg)
+    return joint - marginal
+
+
 def pattern_of(kind, x, x_adv):
     """The pattern image an estimator reads: ``x``, ``x_adv - x`` or ``x_adv``."""
     if kind == "natural":
@@ -133,13 +152,20 @@ class MIEstimator(keras.Model):
 
     # ----------------------------------------------------------- branches
     def local_features(self, pattern, training=False):
-        """(B, P, features) LayerNorm-ed local vectors of the pattern image."""
+        """(B, P, features) LayerNorm-ed local vectors of the pattern image.
+
+        The pattern is read through ``stop_gradient``. When the estimator is
+        frozen (``trainable=False``, as in stage 3) the output is stopped too,
+        so no gradient tape records a backward pass through the local branch
+        (its variables stay watchable ``tf.Variable``s otherwise).
+        """
         t = tf.stop_gradient(tf.cast(pattern, tf.float32))
         t = tf.nn.relu(self.l_bn1(self.l_conv1(t), training=training))
         t = tf.nn.relu(self.l_bn2(self.l_conv2(t), training=training))
         r = self.l_res2(tf.nn.relu(self.l_res_bn(self.l_res1(t), training=training)))
         t = self.l_norm(r + self.l_short(t))
-        return tf.reshape(t, [tf.shape(t)[0], -1, self.features])
+        t = tf.reshape(t, [tf.shape(t)[0], -1, self.features])
+        return t if self.trainable else tf.stop_gradient(t)
 
     def global_features(self, logits, training=False):
         """(B, features) LayerNorm-ed global vector of the logits."""
@@ -155,7 +181,8 @@ class MIEstimator(keras.Model):
 
     def call(self, inputs, training=False):
         pattern, logits = inputs
-        return per_sample_dv(self.scores(pattern, logits, training))
+        local = self.local_features(pattern, training)
+        return _dv_from_features(self.global_features(logits, training), local)
 
     def mi(self, x, x_adv, logits, training=False):
         """Per-sample estimate of I(pattern(x, x_adv); logits) in nats, (B,)."""
@@ -168,11 +195,13 @@ class MIEstimator(keras.Model):
         branch run once (the pattern is the same)."""
         pattern = pattern_of(self.pattern, tf.cast(x, tf.float32), tf.cast(x_adv, tf.float32))
         local = self.local_features(pattern, training)
-        out = []
-        for logits in (logits_a, logits_b):
-            glob = self.global_features(logits, training)
-            out.append(per_sample_dv(tf.einsum("id,jpd->ijp", glob, local)))
-        return tuple(out)
+        # Global branch per side (BatchNorm statistics stay per side in training
+        # mode), then one score matrix product for both sides.
+        glob = tf.concat(
+            [self.global_features(logits_a, training), self.global_features(logits_b, training)], 0
+        )
+        mi = _dv_from_features(glob, local)
+        return tuple(tf.split(mi, 2))
 
     def get_config(self):
         config = super().get_config()

@@ -31,6 +31,19 @@ paper's stage-2 objective and ``alpha = 5`` the MI term dominated the CE term
 The estimators come from stage 2
 (:func:`robustkit.estimators.train_namid_estimators`); the whole pipeline is
 :func:`robustkit.namid_pipeline.run`.
+
+Cost (``benchmarks/train_speed.py --rows namid,wmim``; results in
+``benchmarks/results/train_speed_mi*.md``): per training step the defenses add
+to PGD-AT only the frozen estimators' forward pass on the pattern images and
+their backward pass to the logits (the local branches are cut from the gradient
+tape), and for NAMID the clean forward in training mode with its backward (the
+``L_cos`` terms differentiate ``h(x')`` too, as TRADES does). The attack and the
+two model forwards are the training step's own. The estimators' cost does not
+depend on the classifier: with the paper's 2048-wide estimators it is small
+next to a ResNet-18 PGD-10 step on CIFAR-10 (NAMID ~1.2-1.3x, WMIM ~1.0x a
+PGD-AT epoch) but several times a small MNIST CNN's step (NAMID ~6-12x, WMIM
+~4-6x); narrower estimators (``features=``) are an option, not the paper's
+setting.
 """
 
 import os
