@@ -40,9 +40,9 @@ tape), and for NAMID the clean forward in training mode with its backward (the
 ``L_cos`` terms differentiate ``h(x')`` too, as TRADES does). The attack and the
 two model forwards are the training step's own. The estimators' cost does not
 depend on the classifier: with the paper's 2048-wide estimators it is small
-next to a ResNet-18 PGD-10 step on CIFAR-10 (NAMID ~1.2-1.3x, WMIM ~1.0x a
-PGD-AT epoch) but several times a small MNIST CNN's step (NAMID ~6-12x, WMIM
-~4-6x); narrower estimators (``features=``) are an option, not the paper's
+next to a ResNet-18 PGD-10 step on CIFAR-10 (NAMID 1.1-1.3x, WMIM ~1.0x a
+PGD-AT epoch) but several times a small MNIST CNN's step (NAMID 6-13x, WMIM
+4-7x); narrower estimators (``features=``) are an option, not the paper's
 setting.
 """
 
