@@ -73,6 +73,7 @@ def parse():
     p.add_argument("--base-filters", type=int, default=16, help="CIFAR ResNet-18 width")
     p.add_argument("--rows", default=",".join(ROWS))
     p.add_argument("--alpha", type=float, default=5.0, help="NAMID / WMIM alpha (paper: 5)")
+    p.add_argument("--lam", type=float, default=0.1, help="NAMID lambda (paper: 0.1)")
     p.add_argument("--estimator-objective", default="paper", choices=["paper", "cosine"])
     p.add_argument("--select", default="wrong", choices=["wrong", "correct", "all"],
                    help="samples of NAMID's MI term")
@@ -81,6 +82,9 @@ def parse():
                    help="comma-separated alphas: choose the MI rows' alpha on a validation split "
                         "(10 %% of the training images, never the test images) by NAMID's "
                         "(clean + PGD-20)/2 for the first seed; overrides --alpha")
+    p.add_argument("--lam-grid", default="",
+                   help="comma-separated lambdas, searched jointly with --alpha-grid (every "
+                        "pair) on the same validation split; overrides --lam")
     p.add_argument("--eps", type=float, default=None,
                    help="L-inf radius (default: 0.3 MNIST, 8/255 CIFAR-10)")
     return p.parse_args()
@@ -135,10 +139,11 @@ def estimator_kwargs(args, seed):
 
 
 def select_alpha(args, model_fn, x_tr, y_tr, eps, attack):
-    """Chooses NAMID's alpha from ``--alpha-grid`` on a validation split of the
-    training images (the last 10 % of a fixed permutation; the test images are not
-    touched): stage 1 and 2 on the other 90 %, one NAMID model per alpha, score
-    (clean + PGD-20 accuracy) / 2 on the validation images, first seed only."""
+    """Chooses NAMID's alpha from ``--alpha-grid`` (and lambda from ``--lam-grid``,
+    every pair) on a validation split of the training images (the last 10 % of a
+    fixed permutation; the test images are not touched): stage 1 and 2 on the
+    other 90 %, one NAMID model per setting, score (clean + PGD-20 accuracy) / 2
+    on the validation images, first seed only."""
     seed = int(args.seeds.split(",")[0])
     order = np.random.default_rng(1234).permutation(len(x_tr))
     n_val = max(len(x_tr) // 10, 1)
@@ -147,18 +152,23 @@ def select_alpha(args, model_fn, x_tr, y_tr, eps, attack):
     target, _ = train_row(rk.objectives.AT(), model_fn, xf, yf, eps, args, seed)
     nat, adv, _ = train_namid_estimators(target, (xf, yf), attack, objective=args.estimator_objective,
                                          **estimator_kwargs(args, seed))
-    scores = {}
+    scores, settings = {}, {}
+    lams = [float(v) for v in args.lam_grid.split(",")] if args.lam_grid else [args.lam]
     for alpha in [float(a) for a in args.alpha_grid.split(",")]:
-        model, _ = train_row(NAMID(nat, adv, alpha=alpha, lam=0.1, select=args.select),
-                             model_fn, xf, yf, eps, args, seed)
-        clean = float(np.mean(np.argmax(model.predict(xv, verbose=0), -1) == yv))
-        x_adv = rk.attacks.PGD(eps=eps, steps=20, seed=seed)(model, xv, yv)
-        robust = float(np.mean(np.argmax(model.predict(x_adv, verbose=0), -1) == yv))
-        scores[f"{alpha:g}"] = [round(clean, 4), round(robust, 4)]
-        print(f"  alpha {alpha:g}: validation clean {100 * clean:.1f}  PGD-20 {100 * robust:.1f}",
-              flush=True)
+        for lam in lams:
+            key = f"{alpha:g}" if not args.lam_grid else f"{alpha:g}/{lam:g}"
+            settings[key] = (alpha, lam)
+            model, _ = train_row(NAMID(nat, adv, alpha=alpha, lam=lam, select=args.select),
+                                 model_fn, xf, yf, eps, args, seed)
+            clean = float(np.mean(np.argmax(model.predict(xv, verbose=0), -1) == yv))
+            x_adv = rk.attacks.PGD(eps=eps, steps=20, seed=seed)(model, xv, yv)
+            robust = float(np.mean(np.argmax(model.predict(x_adv, verbose=0), -1) == yv))
+            scores[key] = [round(clean, 4), round(robust, 4)]
+            print(f"  alpha {alpha:g} lam {lam:g}: validation clean {100 * clean:.1f}  "
+                  f"PGD-20 {100 * robust:.1f}", flush=True)
     best = max(scores, key=lambda a: sum(scores[a]))
-    return {"alpha": float(best), "scores": scores, "n_val": int(n_val), "seed": seed}
+    return {"alpha": settings[best][0], "lam": settings[best][1], "scores": scores,
+            "n_val": int(n_val), "seed": seed}
 
 
 def fmt(values):
@@ -172,11 +182,13 @@ def alpha_note(args):
     sel = getattr(args, "alpha_selection", None)
     if not sel:
         return []
-    scores = "; ".join(f"alpha {a}: clean {100 * c:.1f} / PGD-20 {100 * r:.1f} %"
+    name = "alpha / lam" if args.lam_grid else "alpha"
+    scores = "; ".join(f"{name} {a}: clean {100 * c:.1f} / PGD-20 {100 * r:.1f} %"
                        for a, (c, r) in sel["scores"].items())
-    return [f"MI rows' alpha chosen on a validation split ({sel['n_val']} of the training images, "
+    chosen = f"alpha = {sel['alpha']:g}" + (f", lam = {sel['lam']:g}" if args.lam_grid else "")
+    return [f"MI rows' {name} chosen on a validation split ({sel['n_val']} of the training images, "
             f"seed {sel['seed']}; stage 1-3 on the rest) by NAMID's (clean + PGD-20)/2: "
-            f"**alpha = {sel['alpha']:g}** ({scores}). The test images were not used.", ""]
+            f"**{chosen}** ({scores}). The test images were not used.", ""]
 
 
 def write_table(args, results, elapsed):
@@ -226,10 +238,10 @@ def write_table(args, results, elapsed):
         f"estimators of width {args.features} (paper: 2048), {args.estimator_epochs} epochs, Adam "
         f"1e-2 (x0.1 at 40 % and 80 %), batch 400, {args.estimator_objective} objective. Seeds: "
         f"{', '.join(map(str, seeds))} (mean ± std over seeds, accuracy in %). "
-        + ("Only the MI rows' alpha was chosen, on a validation split (below); the other "
+        + (f"Only the MI rows' {'alpha and lam were' if args.lam_grid else 'alpha was'} chosen, on a validation split (below); the other "
            if getattr(args, "alpha_selection", None) else "Nothing was tuned on these data; ")
         + f"hyper-parameters fixed in advance (TRADES beta 6, MART beta 5, NAMID alpha "
-        f"{args.alpha:g} / lam 0.1 / MI term on the {args.select!r} samples, WMIM alpha {args.alpha:g}).", "",
+        f"{args.alpha:g} / lam {args.lam:g} / MI term on the {args.select!r} samples, WMIM alpha {args.alpha:g}).", "",
         *alpha_note(args),
         C.markdown_table(head, table), "",
         "The last column is the paper's CIFAR-10 ResNet-18 row (100+ epochs, full data) for "
@@ -260,14 +272,15 @@ def main():
     t0 = time.time()
     attack = rk.attacks.PGD(eps=eps, steps=args.steps)
     if args.alpha_grid:
-        key = f"alpha_selection/{args.alpha_grid}"
+        key = f"alpha_selection/{args.alpha_grid}" + (f"/lam/{args.lam_grid}" if args.lam_grid else "")
         if key not in results:
             results[key] = select_alpha(args, model_fn, x_tr, y_tr, eps, attack)
             with open(cache, "w") as f:
                 json.dump(results, f, indent=1)
         args.alpha = results[key]["alpha"]
+        args.lam = results[key].get("lam", args.lam)
         args.alpha_selection = results[key]
-        print(f"alpha for the MI rows: {args.alpha:g} (validation scores "
+        print(f"alpha for the MI rows: {args.alpha:g}, lam {args.lam:g} (validation scores "
               f"{results[key]['scores']})", flush=True)
     for seed in [int(s) for s in args.seeds.split(",")]:
         target, estimators = None, {}
@@ -296,11 +309,11 @@ def main():
                 "TRADES": lambda: rk.objectives.TRADES(beta=6.0),
                 "MART": lambda: rk.objectives.MART(beta=5.0),
                 "WMIM": lambda: WMIM(estimators["wmim"], alpha=args.alpha),
-                "NAMID": lambda: NAMID(*estimators["namid"], alpha=args.alpha, lam=0.1,
+                "NAMID": lambda: NAMID(*estimators["namid"], alpha=args.alpha, lam=args.lam,
                                        select=args.select),
-                "NAMID_T": lambda: NAMID_T(*estimators["namid"], beta=6.0, alpha=args.alpha, lam=0.1,
+                "NAMID_T": lambda: NAMID_T(*estimators["namid"], beta=6.0, alpha=args.alpha, lam=args.lam,
                                            select=args.select),
-                "NAMID_M": lambda: NAMID_M(*estimators["namid"], beta=5.0, alpha=args.alpha, lam=0.1,
+                "NAMID_M": lambda: NAMID_M(*estimators["namid"], beta=5.0, alpha=args.alpha, lam=args.lam,
                                            select=args.select),
             }[row]()
             model, logs = train_row(objective, model_fn, x_tr, y_tr, eps, args, seed)
