@@ -403,34 +403,46 @@ class MinMax(_MINEAttack):
     def _search(self, model_fn, x, y):
         crit = self.criterion_fn()
         maximize = self._maximize(crit)
-        sign = 1.0 if maximize else -1.0
         est, feat, fa, critic, clean = self._setup(model_fn, x)
         params, opt = est.init_state(critic, tf.shape(x)[0])
         delta = self._start(x)
         c = tf.fill([tf.shape(x)[0]], tf.constant(self.c0, tf.float32))
         best = self._init_best(x, maximize)
-        shape = [-1] + [1] * (x.shape.rank - 1)
+        parts = (model_fn, crit, est, feat, fa, critic, clean)
 
         def body(t, state):
-            delta, c, params, opt, best = state
-            f, ok, mi, g_f, g_i, g_p = self._evaluate(
-                model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta)
-            best = self._track(best, x + delta, ok, mi, f, maximize)
-            # dual ascent with f at the current iterate (Algorithm 1's update after
-            # the previous primal step); the first primal step uses c0.
-            gamma = tf.pow(tf.maximum(t - 1.0, 1.0), -0.25)
-            c_new = tf.maximum(0.0, (1.0 - self.beta * gamma) * c + self.beta * f)
-            c = tf.where(t > 1.0, c_new, c)
-            delta = delta - self.alpha * (tf.reshape(c, shape) * g_f - sign * g_i)
-            delta = self._project(x, delta)
-            params, opt = _adam(params, g_p, opt, self.mine_lr)
-            return delta, c, params, opt, best
+            return self._step(parts, x, y, t, state)
 
-        delta, c, params, opt, best = self._loop(body, (delta, c, params, opt, best), self.steps)
-        f, ok, mi, _, _, _ = self._evaluate(
+        state = self._loop(body, (delta, c, params, opt, best), self.steps)
+        return self._finish(parts, x, y, state)
+
+    def _step(self, parts, x, y, t, state):
+        """One iteration ``t`` (a float tensor, from 1) of Algorithm 1 on the whole batch."""
+        model_fn, crit, est, feat, fa, critic, clean = parts
+        maximize = self._maximize(crit)
+        sign = 1.0 if maximize else -1.0
+        delta, c, params, opt, best = state
+        f, ok, mi, g_f, g_i, g_p = self._evaluate(
             model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta)
         best = self._track(best, x + delta, ok, mi, f, maximize)
-        bx, bmi, bok, bf = best
+        # dual ascent with f at the current iterate (Algorithm 1's update after
+        # the previous primal step); the first primal step uses c0.
+        gamma = tf.pow(tf.maximum(t - 1.0, 1.0), -0.25)
+        c_new = tf.maximum(0.0, (1.0 - self.beta * gamma) * c + self.beta * f)
+        c = tf.where(t > 1.0, c_new, c)
+        shape = [-1] + [1] * (x.shape.rank - 1)
+        delta = delta - self.alpha * (tf.reshape(c, shape) * g_f - sign * g_i)
+        delta = self._project(x, delta)
+        params, opt = _adam(params, g_p, opt, self.mine_lr)
+        return delta, c, params, opt, best
+
+    def _finish(self, parts, x, y, state):
+        """Scores the last iterate and returns the kept ``(x_adv, mi, success, f)``."""
+        model_fn, crit, est, feat, fa, critic, clean = parts
+        delta, _, params, _, best = state
+        f, ok, mi, _, _, _ = self._evaluate(
+            model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta)
+        bx, bmi, bok, bf = self._track(best, x + delta, ok, mi, f, self._maximize(crit))
         return tf.stop_gradient(bx), bmi, bok, bf
 
 
