@@ -36,25 +36,26 @@ from robustkit.estimators.per_sample import _adam  # noqa: E402
 
 
 def measure(model, x, y, n_single, **kwargs):
+    """Examples per second batched and one at a time, and the one-at-a-time x_adv."""
     atk = rk.attacks.MinMax(eps=0.3, batch_size=len(x), seed=0, **kwargs)
     atk.run(model, x[:2], y[:2])  # compile once (batch dimension is None: no retrace later)
     t = time.perf_counter()
     atk.run(model, x, y)
     batched = time.perf_counter() - t
     t = time.perf_counter()
-    for i in range(n_single):
-        atk.run(model, x[i : i + 1], y[i : i + 1])
+    singles = [atk.run(model, x[i : i + 1], y[i : i + 1])["x_adv"] for i in range(n_single)]
     single = time.perf_counter() - t
     assert atk.trace_count == 1, atk.trace_count
-    return len(x) / batched, n_single / single
+    return len(x) / batched, n_single / single, singles
 
 
-def official_style(model, x, y, n_single, **kwargs):
+def official_style(model, x, y, singles, **kwargs):
     """The official code's structure: one example per run, a fresh statistics
     network per example, and a Python loop over the iterations in which every
     iteration is one compiled call of MinMax's own step (the same math as the
-    batched loop; only the loop is outside the graph). Returns (examples per
-    second, largest |x_adv - x_adv of the compiled loop on the same example|)."""
+    batched loop; only the loop is outside the graph). ``singles``: the compiled
+    loop's x_adv for the first examples, one at a time (from :func:`measure`).
+    Returns (examples per second, largest |x_adv - singles|)."""
     atk = rk.attacks.MinMax(eps=0.3, batch_size=1, seed=0, **kwargs)
     fn = as_logits_fn(model)
     crit = atk.criterion_fn()
@@ -62,10 +63,8 @@ def official_style(model, x, y, n_single, **kwargs):
 
     @tf.function
     def start(xb):
-        params, opt = est.init_state(critic, 1)
-        state = (atk._start(xb), tf.fill([1], tf.constant(atk.c0, tf.float32)), params, opt,
-                 atk._init_best(xb, atk._maximize(crit)))
-        return feat(xb), fn(xb), state
+        fa, clean = feat(xb), fn(xb)
+        return fa, clean, atk._initial_state((fn, crit, est, feat, fa, critic, clean), xb)
 
     @tf.function
     def step(xb, yb, fa, clean, t, state):
@@ -84,19 +83,22 @@ def official_style(model, x, y, n_single, **kwargs):
 
     attack_one(0)  # compile the three functions
     t = time.perf_counter()
-    outs = [attack_one(i) for i in range(n_single)]
+    outs = [attack_one(i) for i in range(len(singles))]
     elapsed = time.perf_counter() - t
-    ref = rk.attacks.MinMax(eps=0.3, batch_size=1, seed=0, **kwargs)
-    diff = max(float(np.abs(o - ref(model, x[i : i + 1], y[i : i + 1])).max())
-               for i, o in enumerate(outs))
-    return n_single / elapsed, diff
+    diff = max(float(np.abs(o - ref).max()) for o, ref in zip(outs, singles))
+    return len(singles) / elapsed, diff
+
+
+def estimator_and_critic(model, filters, hidden):
+    """A per-sample MINE for ``model`` and its statistics network."""
+    est = rk.estimators.PerSampleMINE(model, steps=1, filters=filters, hidden=hidden)
+    maps = est.features(model.input_shape[1:])(np.zeros([1, *model.input_shape[1:]], "float32"))
+    return est, est.critic(maps.shape[2:])
 
 
 def critic_params(model, filters, hidden):
     """Statistics-network parameters per example (both branches and the head)."""
-    est = rk.estimators.PerSampleMINE(model, steps=1, filters=filters, hidden=hidden)
-    maps = est.features(model.input_shape[1:])(np.zeros([1, *model.input_shape[1:]], "float32"))
-    critic = est.critic(maps.shape[2:])
+    _, critic = estimator_and_critic(model, filters, hidden)
     return sum(int(np.prod(v.shape[1:])) for v in critic.init(1).values())
 
 
@@ -104,9 +106,7 @@ def adam_ms(model, filters, hidden, batch, steps, repeats=7):
     """ms per example-step of the statistics networks' Adam update alone (batched,
     ``steps`` updates unrolled in one compiled function, fixed gradients; median
     of ``repeats`` calls)."""
-    est = rk.estimators.PerSampleMINE(model, steps=1, filters=filters, hidden=hidden)
-    maps = est.features(model.input_shape[1:])(np.zeros([1, *model.input_shape[1:]], "float32"))
-    critic = est.critic(maps.shape[2:])
+    est, critic = estimator_and_critic(model, filters, hidden)
     params, opt = est.init_state(critic, batch)
     grads = {k: 1e-3 * tf.ones_like(v) for k, v in params.items()}
 
@@ -141,9 +141,9 @@ def main():
     ]
     rows = []
     for name, kw, n in configs:
-        b, s = measure(model, x[:n], y[:n], min(args.single, n), steps=args.steps, mine_lr=1e-4, **kw)
-        o, diff = official_style(model, x[:n], y[:n], min(args.single, n), steps=args.steps,
-                                 mine_lr=1e-4, **kw)
+        b, s, singles = measure(model, x[:n], y[:n], min(args.single, n), steps=args.steps,
+                                mine_lr=1e-4, **kw)
+        o, diff = official_style(model, x[:n], y[:n], singles, steps=args.steps, mine_lr=1e-4, **kw)
         params = critic_params(model, **kw)
         # Adam alone only for the reduced network: at paper size the isolated loop
         # allocates a fresh 0.3 GB buffer per array and step and over-counts.

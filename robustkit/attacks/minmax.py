@@ -401,20 +401,20 @@ class MinMax(_MINEAttack):
         return config
 
     def _search(self, model_fn, x, y):
-        crit = self.criterion_fn()
-        maximize = self._maximize(crit)
-        est, feat, fa, critic, clean = self._setup(model_fn, x)
-        params, opt = est.init_state(critic, tf.shape(x)[0])
-        delta = self._start(x)
-        c = tf.fill([tf.shape(x)[0]], tf.constant(self.c0, tf.float32))
-        best = self._init_best(x, maximize)
-        parts = (model_fn, crit, est, feat, fa, critic, clean)
+        parts = (model_fn, self.criterion_fn(), *self._setup(model_fn, x))
 
         def body(t, state):
             return self._step(parts, x, y, t, state)
 
-        state = self._loop(body, (delta, c, params, opt, best), self.steps)
+        state = self._loop(body, self._initial_state(parts, x), self.steps)
         return self._finish(parts, x, y, state)
+
+    def _initial_state(self, parts, x):
+        """``(delta, c, params, opt, best)`` before the first iteration."""
+        _, crit, est, _, _, critic, _ = parts
+        params, opt = est.init_state(critic, tf.shape(x)[0])
+        c = tf.fill([tf.shape(x)[0]], tf.constant(self.c0, tf.float32))
+        return self._start(x), c, params, opt, self._init_best(x, self._maximize(crit))
 
     def _step(self, parts, x, y, t, state):
         """One iteration ``t`` (a float tensor, from 1) of Algorithm 1 on the whole batch."""
