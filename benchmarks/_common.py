@@ -16,9 +16,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -34,8 +34,11 @@ import robustkit as rk  # noqa: E402
 def base_parser(description):
     """An ``argparse`` parser with the options every benchmark shares."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
-                   help="folder holding mnist/ (default: ../shared/data)")
+    p.add_argument(
+        "--data-dir",
+        default=DEFAULT_DATA_DIR,
+        help="folder holding mnist/ (default: ../shared/data)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed runs per method (median)")
     p.add_argument("--retrain", action="store_true", help="ignore cached weights")
     p.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/")
@@ -47,7 +50,9 @@ def base_parser(description):
 def mnist(data_dir, n_train, n_test, seed=0):
     """Class-balanced real MNIST subsets: ``(x_train, y_train, x_test, y_test)``."""
     if not os.path.isdir(os.path.join(data_dir, "mnist")):
-        sys.exit(f"MNIST not found under {data_dir!r}: pass --data-dir (see shared/data/README.md).")
+        sys.exit(
+            f"MNIST not found under {data_dir!r}: pass --data-dir (see shared/data/README.md)."
+        )
     x_tr, y_tr = rk.data.subset(*rk.data.load("mnist", "train", data_dir), n_train, seed=seed)
     x_te, y_te = rk.data.subset(*rk.data.load("mnist", "test", data_dir), n_test, seed=seed)
     return x_tr, y_tr, x_te, y_te
@@ -63,14 +68,27 @@ def _ce(y, logits):
 def train_clean(model, x, y, epochs=2, batch_size=64, seed=0):
     """Plain cross-entropy training with Adam(1e-3)."""
     keras.utils.set_random_seed(seed)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
     return model
 
 
-def train_pgd_at(model, x, y, eps=0.3, epochs=3, steps=10, step_frac=0.25, batch_size=64,
-                 warmup_epochs=0.5, seed=0, log=print):
+def train_pgd_at(
+    model,
+    x,
+    y,
+    eps=0.3,
+    epochs=3,
+    steps=10,
+    step_frac=0.25,
+    batch_size=64,
+    warmup_epochs=0.5,
+    seed=0,
+    log=print,
+):
     """Hand-written PGD-AT (Madry et al.) with a linear eps warm-up.
 
     The inner attack is a plain Python-unrolled L-inf PGD (uniform start, step
@@ -107,7 +125,7 @@ def train_pgd_at(model, x, y, eps=0.3, epochs=3, steps=10, step_frac=0.25, batch
         order = rng.permutation(len(x))
         losses = []
         for b in range(n_batches):
-            idx = order[b * batch_size: (b + 1) * batch_size]
+            idx = order[b * batch_size : (b + 1) * batch_size]
             eps_var.assign(eps * min(1.0, (k + 1) / warm))
             losses.append(float(step(tf.constant(x[idx]), tf.constant(y[idx]))))
             k += 1
@@ -134,8 +152,10 @@ def cached(name, build, train, retrain=False, log=print):
 def accuracy(model, x, y, batch_size=500):
     """Top-1 accuracy (inference mode) of ``model`` on numpy or tensor inputs."""
     x = tf.convert_to_tensor(x)
-    preds = [np.argmax(model(x[i: i + batch_size], training=False), -1)
-             for i in range(0, int(x.shape[0]), batch_size)]
+    preds = [
+        np.argmax(model(x[i : i + batch_size], training=False), -1)
+        for i in range(0, int(x.shape[0]), batch_size)
+    ]
     return float(np.mean(np.concatenate(preds) == np.asarray(y)))
 
 
@@ -158,9 +178,11 @@ def time_median(fn, repeats=3, warmup=1):
 def machine_info():
     """One line describing the machine and library versions."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"1-min load average {load:.2f}; TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-            f"robustkit {rk.__version__}, Python {platform.python_version()}")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"1-min load average {load:.2f}; TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+        f"robustkit {rk.__version__}, Python {platform.python_version()}"
+    )
 
 
 def write_result(name, text, enabled=True):

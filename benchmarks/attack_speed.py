@@ -30,10 +30,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as C  # noqa: E402
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import _common as C
+import numpy as np
 
 rk = C.rk
 
@@ -49,12 +47,15 @@ def run_art(model, x, y, eps, batch_size):
     from art.estimators.classification import TensorFlowV2Classifier
 
     clf = TensorFlowV2Classifier(
-        model=model, nb_classes=10, input_shape=(28, 28, 1),
+        model=model,
+        nb_classes=10,
+        input_shape=(28, 28, 1),
         loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         clip_values=(0.0, 1.0),
     )
-    art_aa = ArtAutoAttack(estimator=clf, norm=np.inf, eps=eps, eps_step=eps / 4,
-                           batch_size=batch_size)
+    art_aa = ArtAutoAttack(
+        estimator=clf, norm=np.inf, eps=eps, eps_step=eps / 4, batch_size=batch_size
+    )
     t0 = time.perf_counter()
     x_adv = art_aa.generate(x=x, y=y)
     return x_adv, time.perf_counter() - t0
@@ -68,17 +69,20 @@ def main():
     p.add_argument("--n-train", type=int, default=20000)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--name", default="attack_speed",
-                   help="results file benchmarks/results/<name>.md")
+    p.add_argument(
+        "--name", default="attack_speed", help="results file benchmarks/results/<name>.md"
+    )
     args = p.parse_args()
 
     info = C.machine_info()
     print(info)
     x_tr, y_tr, x_te, y_te = C.mnist(args.data_dir, args.n_train, args.n, seed=args.seed)
     model = C.cached(
-        f"attack_speed_pgdat_{args.n_train}_{args.epochs}", build,
-        lambda m: C.train_pgd_at(m, x_tr, y_tr, eps=args.eps, epochs=args.epochs,
-                                 warmup_epochs=0.5, seed=args.seed),
+        f"attack_speed_pgdat_{args.n_train}_{args.epochs}",
+        build,
+        lambda m: C.train_pgd_at(
+            m, x_tr, y_tr, eps=args.eps, epochs=args.epochs, warmup_epochs=0.5, seed=args.seed
+        ),
         retrain=args.retrain,
     )
     clean = C.accuracy(model, x_te, y_te)
@@ -90,26 +94,41 @@ def main():
     t_pgd = time.perf_counter() - t0
     print(f"robustkit PGD-40: {100 * pgd_acc:.2f} % in {t_pgd:.1f} s")
 
-    aa = rk.attacks.AutoAttack(eps=args.eps, norm="linf", version="standard",
-                               batch_size=args.batch_size, seed=args.seed, verbose=True)
+    aa = rk.attacks.AutoAttack(
+        eps=args.eps,
+        norm="linf",
+        version="standard",
+        batch_size=args.batch_size,
+        seed=args.seed,
+        verbose=True,
+    )
     assert aa.is_standard
     t0 = time.perf_counter()
     x_aa = aa(model, x_te, y_te)
     t_aa = time.perf_counter() - t0
     aa_acc = C.accuracy(model, x_aa, y_te)
     linf = float(np.abs(x_aa - x_te).max())
-    print(f"robustkit AutoAttack standard: {100 * aa_acc:.2f} % in {t_aa:.1f} s "
-          f"(max |delta| {linf:.4f})")
+    print(
+        f"robustkit AutoAttack standard: {100 * aa_acc:.2f} % in {t_aa:.1f} s "
+        f"(max |delta| {linf:.4f})"
+    )
     history = list(aa.history)
 
-    rows = [["robustkit PGD-40 (step eps/4)", args.n, f"{100 * pgd_acc:.2f}", f"{t_pgd:.1f}", ""],
-            ["robustkit AutoAttack standard", args.n, f"{100 * aa_acc:.2f}", f"{t_aa:.1f}", ""]]
+    rows = [
+        ["robustkit PGD-40 (step eps/4)", args.n, f"{100 * pgd_acc:.2f}", f"{t_pgd:.1f}", ""],
+        ["robustkit AutoAttack standard", args.n, f"{100 * aa_acc:.2f}", f"{t_aa:.1f}", ""],
+    ]
     ratio_line = ""
     if args.art_n:
         m = min(args.art_n, args.n)
         xs, ys = x_te[:m], y_te[:m]
-        aa_sub = rk.attacks.AutoAttack(eps=args.eps, norm="linf", version="standard",
-                                       batch_size=args.batch_size, seed=args.seed)
+        aa_sub = rk.attacks.AutoAttack(
+            eps=args.eps,
+            norm="linf",
+            version="standard",
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
         aa_sub(model, xs[:2], ys[:2])  # trace outside the timed run, as ART has no tracing
         t0 = time.perf_counter()
         x_rk_sub = aa_sub(model, xs, ys)
@@ -119,60 +138,87 @@ def main():
         x_art, t_art = run_art(model, xs, ys, args.eps, args.batch_size)
         art_acc = C.accuracy(model, x_art, ys)
         art_linf = float(np.abs(x_art - xs).max())
-        print(f"ART 1.20 AutoAttack (default attacks) on {m}: {100 * art_acc:.2f} % in "
-              f"{t_art:.1f} s (max |delta| {art_linf:.4f})")
+        print(
+            f"ART 1.20 AutoAttack (default attacks) on {m}: {100 * art_acc:.2f} % in "
+            f"{t_art:.1f} s (max |delta| {art_linf:.4f})"
+        )
         extrapolated = t_art * args.n / m
         speedup_sub = t_art / t_rk_sub
         speedup_full = extrapolated / t_aa
         rows += [
-            [f"robustkit AutoAttack standard (subset)", m, f"{100 * rk_sub_acc:.2f}",
-             f"{t_rk_sub:.1f}", ""],
-            [f"ART 1.20 AutoAttack, default attacks (subset)", m, f"{100 * art_acc:.2f}",
-             f"{t_art:.1f}", f"{speedup_sub:.1f}x slower"],
+            [
+                "robustkit AutoAttack standard (subset)",
+                m,
+                f"{100 * rk_sub_acc:.2f}",
+                f"{t_rk_sub:.1f}",
+                "",
+            ],
+            [
+                "ART 1.20 AutoAttack, default attacks (subset)",
+                m,
+                f"{100 * art_acc:.2f}",
+                f"{t_art:.1f}",
+                f"{speedup_sub:.1f}x slower",
+            ],
         ]
         if m < args.n:
-            rows.append([f"ART 1.20, extrapolated linearly to {args.n}", args.n, "n/a",
-                         f"{extrapolated:.0f}", f"{speedup_full:.1f}x slower"])
-        ratio_line = (f"Speed-up of robustkit over ART on the same {m} images: "
-                      f"**{speedup_sub:.1f}x**; {args.n} robustkit images vs ART extrapolated "
-                      f"from {m}: **{speedup_full:.1f}x**.")
+            rows.append(
+                [
+                    f"ART 1.20, extrapolated linearly to {args.n}",
+                    args.n,
+                    "n/a",
+                    f"{extrapolated:.0f}",
+                    f"{speedup_full:.1f}x slower",
+                ]
+            )
+        ratio_line = (
+            f"Speed-up of robustkit over ART on the same {m} images: "
+            f"**{speedup_sub:.1f}x**; {args.n} robustkit images vs ART extrapolated "
+            f"from {m}: **{speedup_full:.1f}x**."
+        )
         print(ratio_line.replace("**", ""))
 
-    hist_rows = [[h["attack"], h["attacked"], f"{100 * h['robust_accuracy']:.2f}",
-                  f"{h['seconds']:.1f}"] for h in history]
-    text = "\n".join([
-        "# AutoAttack speed: robustkit vs IBM ART 1.20",
-        "",
-        f"Command: `python benchmarks/attack_speed.py --n {args.n} --art-n {args.art_n}"
-        + (f" --name {args.name}`" if args.name != "attack_speed" else "`"),
-        "",
-        f"Machine: {info}",
-        "",
-        f"Model: small CNN (16/32 filters, 64 dense units), PGD-AT on {args.n_train} real MNIST "
-        f"training images, eps {args.eps}, {args.epochs} epochs, linear eps warm-up over half "
-        f"an epoch (hand-written loop in `benchmarks/_common.py`). Clean accuracy on the "
-        f"{args.n} test images: {100 * clean:.2f} %.",
-        "",
-        C.markdown_table(["attack", "images", "robust acc. (%)", "seconds", "vs robustkit AA"],
-                         rows),
-        "",
-        ratio_line,
-        "",
-        "robustkit AutoAttack standard, per attack (each runs only on the examples still robust):",
-        "",
-        C.markdown_table(["attack", "examples attacked", "robust acc. after (%)", "seconds"],
-                         hist_rows),
-        "",
-        "The attack sets differ: robustkit runs AutoAttack's standard version (APGD-CE 100 "
-        "steps no restart, APGD-T 9 targets x 100 steps, FAB-T 9 targets x 100 steps, Square "
-        "5,000 queries). ART 1.20's `AutoAttack` with `attacks=None` runs APGD-CE and APGD-DLR "
-        "(100 steps, 5 random restarts each), DeepFool (100 steps) and Square (5,000 queries, "
-        "5 restarts), untargeted, with no FAB; it was given the same batch size "
-        f"({args.batch_size}) and step eps/4. ART's time covers only its `generate` call; "
-        "robustkit's subset time excludes tracing (done on 2 images first), its full-run time "
-        "includes it.",
-        "",
-    ])
+    hist_rows = [
+        [h["attack"], h["attacked"], f"{100 * h['robust_accuracy']:.2f}", f"{h['seconds']:.1f}"]
+        for h in history
+    ]
+    text = "\n".join(
+        [
+            "# AutoAttack speed: robustkit vs IBM ART 1.20",
+            "",
+            f"Command: `python benchmarks/attack_speed.py --n {args.n} --art-n {args.art_n}"
+            + (f" --name {args.name}`" if args.name != "attack_speed" else "`"),
+            "",
+            f"Machine: {info}",
+            "",
+            f"Model: small CNN (16/32 filters, 64 dense units), PGD-AT on {args.n_train} real MNIST "
+            f"training images, eps {args.eps}, {args.epochs} epochs, linear eps warm-up over half "
+            f"an epoch (hand-written loop in `benchmarks/_common.py`). Clean accuracy on the "
+            f"{args.n} test images: {100 * clean:.2f} %.",
+            "",
+            C.markdown_table(
+                ["attack", "images", "robust acc. (%)", "seconds", "vs robustkit AA"], rows
+            ),
+            "",
+            ratio_line,
+            "",
+            "robustkit AutoAttack standard, per attack (each runs only on the examples still robust):",
+            "",
+            C.markdown_table(
+                ["attack", "examples attacked", "robust acc. after (%)", "seconds"], hist_rows
+            ),
+            "",
+            "The attack sets differ: robustkit runs AutoAttack's standard version (APGD-CE 100 "
+            "steps no restart, APGD-T 9 targets x 100 steps, FAB-T 9 targets x 100 steps, Square "
+            "5,000 queries). ART 1.20's `AutoAttack` with `attacks=None` runs APGD-CE and APGD-DLR "
+            "(100 steps, 5 random restarts each), DeepFool (100 steps) and Square (5,000 queries, "
+            "5 restarts), untargeted, with no FAB; it was given the same batch size "
+            f"({args.batch_size}) and step eps/4. ART's time covers only its `generate` call; "
+            "robustkit's subset time excludes tracing (done on 2 images first), its full-run time "
+            "includes it.",
+            "",
+        ]
+    )
     path = C.write_result(args.name, text, enabled=not args.no_write)
     if path:
         print(f"wrote {os.path.relpath(path, C.REPO)}")

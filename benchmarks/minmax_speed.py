@@ -141,21 +141,25 @@ def main():
     ]
     rows = []
     for name, kw, n in configs:
-        b, s, singles = measure(model, x[:n], y[:n], min(args.single, n), steps=args.steps,
-                                mine_lr=1e-4, **kw)
+        b, s, singles = measure(
+            model, x[:n], y[:n], min(args.single, n), steps=args.steps, mine_lr=1e-4, **kw
+        )
         o, diff = official_style(model, x[:n], y[:n], singles, steps=args.steps, mine_lr=1e-4, **kw)
         params = critic_params(model, **kw)
         # Adam alone only for the reduced network: at paper size the isolated loop
         # allocates a fresh 0.3 GB buffer per array and step and over-counts.
         adam = adam_ms(model, batch=n, steps=5, **kw) if kw["hidden"] <= 32 else None
         rows.append((name, n, b, s, b / s, params, o, adam, diff))
-        print(f"{name}: batched {b:.2f} ex/s (batch {n}), one at a time {s:.2f} ex/s, "
-              f"ratio {b / s:.1f}x; official-style loop {o:.2f} ex/s (ratio {b / o:.1f}x, "
-              f"max |x_adv difference| to the compiled loop {diff:.1e}); "
-              + (f"Adam update alone {adam:.2f} ms per example-step; " if adam else "") +
-              f"per example and step: batched {1e3 / (b * args.steps):.2f} ms, "
-              f"one at a time {1e3 / (s * args.steps):.2f} ms; {params / 1e6:.2f} M critic "
-              "parameters per example", flush=True)
+        print(
+            f"{name}: batched {b:.2f} ex/s (batch {n}), one at a time {s:.2f} ex/s, "
+            f"ratio {b / s:.1f}x; official-style loop {o:.2f} ex/s (ratio {b / o:.1f}x, "
+            f"max |x_adv difference| to the compiled loop {diff:.1e}); "
+            + (f"Adam update alone {adam:.2f} ms per example-step; " if adam else "")
+            + f"per example and step: batched {1e3 / (b * args.steps):.2f} ms, "
+            f"one at a time {1e3 / (s * args.steps):.2f} ms; {params / 1e6:.2f} M critic "
+            "parameters per example",
+            flush=True,
+        )
     lines = [
         "# Batched MinMax vs one example at a time",
         "",
@@ -174,9 +178,11 @@ def main():
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, n, b, s, r, params, o, _, diff in rows:
-        lines.append(f"| {name} | {params / 1e6:.2f} M | {n} | {b:.2f} | {s:.2f} | "
-                     f"{1e3 / (b * args.steps):.2f} / {1e3 / (s * args.steps):.2f} | {r:.1f}x | "
-                     f"{o:.2f} (max x_adv difference {diff:.1e}) | {b / o:.1f}x |")
+        lines.append(
+            f"| {name} | {params / 1e6:.2f} M | {n} | {b:.2f} | {s:.2f} | "
+            f"{1e3 / (b * args.steps):.2f} / {1e3 / (s * args.steps):.2f} | {r:.1f}x | "
+            f"{o:.2f} (max x_adv difference {diff:.1e}) | {b / o:.1f}x |"
+        )
     lines += [
         "",
         "Reading (computed from the rows above): with per-example time per step "
@@ -193,8 +199,12 @@ def main():
             f"{wb:.2f} ms vs single {ws:.2f} ms per example-step -> per-example work w ~{w:.2f} ms, "
             f"fixed cost o ~{max(ws - w, 0):.2f} ms, so no batch size can give more than "
             f"~{ws / w:.1f}x. 20x would need w <= {ws / 20:.3f} ms per example-step"
-            + (f", while the statistics networks' Adam update alone takes {adam:.2f} ms per "
-               f"example-step (measured in this run, batch {n})" if adam else "")
+            + (
+                f", while the statistics networks' Adam update alone takes {adam:.2f} ms per "
+                f"example-step (measured in this run, batch {n})"
+                if adam
+                else ""
+            )
             + f"; even a perfectly fused Adam must move 7 x {params / 1e6:.2f} M floats = "
             f"{7 * 4 * params / 1e6:.1f} MB per example-step."
         )

@@ -25,23 +25,25 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as C  # noqa: E402
+import _common as C
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import robustkit as rk  # noqa: E402
+import robustkit as rk
 
 
 def in_batches(fn, x, y, batch):
-    outs = [np.asarray(fn(x[i:i + batch], y[i:i + batch])) for i in range(0, len(x), batch)]
+    outs = [np.asarray(fn(x[i : i + batch], y[i : i + batch])) for i in range(0, len(x), batch)]
     return np.concatenate(outs)
 
 
 def stats(model, x, y, x_adv):
     """Success rate over clean-correct examples and L2 norms of the successes."""
-    pred = lambda t: np.concatenate(  # noqa: E731
-        [np.argmax(model(t[i:i + 500], training=False), -1) for i in range(0, len(t), 500)])
+    pred = (
+        lambda t: np.concatenate(
+            [np.argmax(model(t[i : i + 500], training=False), -1) for i in range(0, len(t), 500)]
+        )
+    )
     ok = pred(x) == y
     real = np.abs(x_adv).reshape(len(x), -1).max(1) > 0
     success = ok & (pred(x_adv) != y) & real
@@ -57,8 +59,12 @@ def main():
     p.add_argument("--ddn-steps", type=int, default=100)
     p.add_argument("--cw-steps", type=int, default=100)
     p.add_argument("--cw-lr", type=float, default=0.01, help="Adam step of both CWs")
-    p.add_argument("--cw-n", type=int, default=None,
-                   help="images for CW (default: all --n; CW is ~10x slower than DDN)")
+    p.add_argument(
+        "--cw-n",
+        type=int,
+        default=None,
+        help="images for CW (default: all --n; CW is ~10x slower than DDN)",
+    )
     args = p.parse_args()
 
     import foolbox as fb
@@ -74,7 +80,8 @@ def main():
         f"minnorm_clean_w16_n{args.train_n}",
         lambda: rk.models.small_cnn((28, 28, 1), width=16, dense=64),
         lambda m: C.train_clean(m, x_tr, y_tr, epochs=2, seed=args.seed),
-        retrain=args.retrain, log=print,
+        retrain=args.retrain,
+        log=print,
     )
     clean = C.accuracy(model, x_te, y_te)
     fmodel = fb.TensorFlowModel(model, bounds=(0, 1))
@@ -83,17 +90,30 @@ def main():
     def foolbox_run(attack):
         def run(xb, yb):
             return attack(fmodel, tf.constant(xb), tf.constant(yb), epsilons=None)[0].numpy()
+
         return run
 
     setups = [
-        ("DDN", f"{args.ddn_steps} steps",
-         rk.attacks.DDN(steps=args.ddn_steps, batch_size=bs),
-         fb.attacks.DDNAttack(steps=args.ddn_steps)),
-        ("CW-L2", f"9 x {args.cw_steps} steps, lr {args.cw_lr:g}, c0 1e-3",
-         rk.attacks.CW(steps=args.cw_steps, lr=args.cw_lr, initial_const=1e-3,
-                       binary_search_steps=9, batch_size=bs),
-         fb.attacks.L2CarliniWagnerAttack(binary_search_steps=9, steps=args.cw_steps,
-                                          stepsize=args.cw_lr, initial_const=1e-3)),
+        (
+            "DDN",
+            f"{args.ddn_steps} steps",
+            rk.attacks.DDN(steps=args.ddn_steps, batch_size=bs),
+            fb.attacks.DDNAttack(steps=args.ddn_steps),
+        ),
+        (
+            "CW-L2",
+            f"9 x {args.cw_steps} steps, lr {args.cw_lr:g}, c0 1e-3",
+            rk.attacks.CW(
+                steps=args.cw_steps,
+                lr=args.cw_lr,
+                initial_const=1e-3,
+                binary_search_steps=9,
+                batch_size=bs,
+            ),
+            fb.attacks.L2CarliniWagnerAttack(
+                binary_search_steps=9, steps=args.cw_steps, stepsize=args.cw_lr, initial_const=1e-3
+            ),
+        ),
     ]
     rows = []
     x_all, y_all = x_te, y_te
@@ -116,16 +136,28 @@ def main():
         t_fb = time.perf_counter() - t0
         s_rk, n_rk = stats(model, x_te, y_te, x_rk)
         s_fb, n_fb = stats(model, x_te, y_te, x_fb)
-        for lib, t_first, t, s, n in (("robustkit", t_rk_first, t_rk, s_rk, n_rk),
-                                       ("foolbox 3.3.4", None, t_fb, s_fb, n_fb)):
-            rows.append([
-                name, setting, lib,
-                f"{t_first:.1f}" if t_first is not None else "-",
-                f"{t:.1f}", f"{t_fb / t:.2f}x",
-                f"{100 * s:.1f} %", f"{np.median(n):.4f}", f"{np.mean(n):.4f}",
-            ])
-        print(f"{name}: rk {t_rk:.1f}s median {np.median(n_rk):.4f} | fb {t_fb:.1f}s median "
-              f"{np.median(n_fb):.4f}", flush=True)
+        for lib, t_first, t, s, n in (
+            ("robustkit", t_rk_first, t_rk, s_rk, n_rk),
+            ("foolbox 3.3.4", None, t_fb, s_fb, n_fb),
+        ):
+            rows.append(
+                [
+                    name,
+                    setting,
+                    lib,
+                    f"{t_first:.1f}" if t_first is not None else "-",
+                    f"{t:.1f}",
+                    f"{t_fb / t:.2f}x",
+                    f"{100 * s:.1f} %",
+                    f"{np.median(n):.4f}",
+                    f"{np.mean(n):.4f}",
+                ]
+            )
+        print(
+            f"{name}: rk {t_rk:.1f}s median {np.median(n_rk):.4f} | fb {t_fb:.1f}s median "
+            f"{np.median(n_fb):.4f}",
+            flush=True,
+        )
 
     log("# Minimal-norm L2 attacks: robustkit vs foolbox 3.3.4")
     log()
@@ -133,18 +165,35 @@ def main():
     log()
     log(f"Machine: {C.machine_info()}")
     log()
-    log(f"Model: undefended small CNN (width 16, dense 64), {args.train_n} MNIST training images, "
+    log(
+        f"Model: undefended small CNN (width 16, dense 64), {args.train_n} MNIST training images, "
         f"2 epochs; clean accuracy {100 * clean:.1f} % on the first {args.n} real MNIST test images "
-        f"(batches of {bs}).")
+        f"(batches of {bs})."
+    )
     log()
-    log(C.markdown_table(
-        ["attack", "setting", "library", "first call s (incl. tracing)", "s", "speed-up vs foolbox",
-         "success", "median L2", "mean L2"], rows))
+    log(
+        C.markdown_table(
+            [
+                "attack",
+                "setting",
+                "library",
+                "first call s (incl. tracing)",
+                "s",
+                "speed-up vs foolbox",
+                "success",
+                "median L2",
+                "mean L2",
+            ],
+            rows,
+        )
+    )
     log()
-    log("Success = clean-correct and misclassified after the attack (over clean-correct "
+    log(
+        "Success = clean-correct and misclassified after the attack (over clean-correct "
         "examples); norms over successful examples. foolbox's outputs where it found nothing "
         "(all-zero images) count as failures. 'speed-up' = foolbox seconds / robustkit "
-        "seconds (second call).")
+        "seconds (second call)."
+    )
     path = C.write_result("minnorm_speed", "\n".join(lines) + "\n", enabled=not args.no_write)
     if path:
         print(f"wrote {os.path.relpath(path, C.REPO)}")

@@ -24,12 +24,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as C  # noqa: E402
+import _common as C
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import robustkit as rk  # noqa: E402
+import robustkit as rk
 
 
 def cleverhans_pgd(model, x, y, eps, step, steps, batch=None):
@@ -37,27 +36,43 @@ def cleverhans_pgd(model, x, y, eps, step, steps, batch=None):
 
     def run(xb, yb):
         return projected_gradient_descent(
-            model, xb, eps, step, steps, np.inf, clip_min=0.0, clip_max=1.0, y=yb,
-            rand_init=True, sanity_checks=False)
+            model,
+            xb,
+            eps,
+            step,
+            steps,
+            np.inf,
+            clip_min=0.0,
+            clip_max=1.0,
+            y=yb,
+            rand_init=True,
+            sanity_checks=False,
+        )
 
     if batch is None:
         return lambda: run(x, y)
-    return lambda: tf.concat([run(x[i:i + batch], y[i:i + batch])
-                              for i in range(0, int(x.shape[0]), batch)], 0)
+    return lambda: tf.concat(
+        [run(x[i : i + batch], y[i : i + batch]) for i in range(0, int(x.shape[0]), batch)], 0
+    )
 
 
 def handwritten_pgd(model, x, y, eps, step, steps):
     """The floor: plain PGD, Python-unrolled inside one tf.function, no bookkeeping."""
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *x.shape[1:]]), tf.TensorSpec([None], tf.int64)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, *x.shape[1:]]), tf.TensorSpec([None], tf.int64)]
+    )
     def run(xb, yb):
         labels = tf.cast(yb, tf.int32)
         x_adv = tf.clip_by_value(xb + tf.random.uniform(tf.shape(xb), -eps, eps), 0.0, 1.0)
         for _ in range(steps):
             with tf.GradientTape() as tape:
                 tape.watch(x_adv)
-                loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    labels=labels, logits=model(x_adv, training=False)))
+                loss = tf.reduce_sum(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(
+                        labels=labels, logits=model(x_adv, training=False)
+                    )
+                )
             x_adv = x_adv + step * tf.sign(tape.gradient(loss, x_adv))
             x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, xb - eps, xb + eps), 0.0, 1.0)
         return x_adv
@@ -77,7 +92,9 @@ def active_fraction(model, x, y, eps, step, steps, seed=0):
         with tf.GradientTape() as tape:
             tape.watch(x_adv)
             logits = model(x_adv, training=False)
-            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+            loss = tf.reduce_sum(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+            )
         fooled = np.argmax(logits, -1) != np.asarray(y)
         first[(first < 0) & fooled] = t
         x_adv = x_adv + step * tf.sign(tape.gradient(loss, x_adv))
@@ -88,12 +105,18 @@ def active_fraction(model, x, y, eps, step, steps, seed=0):
 
 def batch_profile(model, x, y, sizes=(1000, 250, 100, 30, 10)):
     """CPU time per example of one PGD step (fwd + bwd) at several batch sizes."""
-    @tf.function(input_signature=[tf.TensorSpec([None, *x.shape[1:]]), tf.TensorSpec([None], tf.int32)])
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, *x.shape[1:]]), tf.TensorSpec([None], tf.int32)]
+    )
     def one(xb, yb):
         with tf.GradientTape() as tape:
             tape.watch(xb)
-            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=yb, logits=model(xb, training=False)))
+            loss = tf.reduce_sum(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=yb, logits=model(xb, training=False)
+                )
+            )
         return xb + 0.01 * tf.sign(tape.gradient(loss, xb))
 
     out = {}
@@ -114,54 +137,77 @@ def main():
     p.add_argument("--eps", type=float, default=0.3)
     p.add_argument("--step", type=float, default=0.01)
     p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=1000,
-                   help="robustkit batch_size (default: all images at once, like (a))")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        help="robustkit batch_size (default: all images at once, like (a))",
+    )
     p.add_argument("--small-batch", type=int, default=250, help="batch of (a')")
     p.add_argument("--train-n", type=int, default=10000, help="MNIST train images")
     p.add_argument("--models", default="undefended,pgd_at")
-    p.add_argument("--result-name", default="pgd_speed",
-                   help="writes benchmarks/results/<name>.md")
-    p.add_argument("--methods", default="cleverhans,cleverhans_batched,handwritten,robustkit,robustkit_es")
+    p.add_argument("--result-name", default="pgd_speed", help="writes benchmarks/results/<name>.md")
+    p.add_argument(
+        "--methods", default="cleverhans,cleverhans_batched,handwritten,robustkit,robustkit_es"
+    )
     args = p.parse_args()
 
     print(C.machine_info())
     x_tr, y_tr, x_te, y_te = C.mnist(args.data_dir, args.train_n, args.n, seed=args.seed)
-    build = lambda: rk.models.small_cnn((28, 28, 1), width=16, dense=64)  # noqa: E731
+    build = lambda: rk.models.small_cnn((28, 28, 1), width=16, dense=64)
     trainers = {
         "undefended": lambda m: C.train_clean(m, x_tr, y_tr, epochs=2, seed=args.seed),
-        "pgd_at": lambda m: C.train_pgd_at(m, x_tr, y_tr, eps=args.eps, epochs=3, steps=10,
-                                           warmup_epochs=0.5, seed=args.seed),
+        "pgd_at": lambda m: C.train_pgd_at(
+            m, x_tr, y_tr, eps=args.eps, epochs=3, steps=10, warmup_epochs=0.5, seed=args.seed
+        ),
     }
     x = tf.constant(x_te)
     y = tf.constant(y_te)
     report = [
-        "# PGD speed (`benchmarks/pgd_speed.py`)", "",
-        f"Command: `python benchmarks/pgd_speed.py {' '.join(sys.argv[1:])}`".replace("  ", " "), "",
+        "# PGD speed (`benchmarks/pgd_speed.py`)",
+        "",
+        f"Command: `python benchmarks/pgd_speed.py {' '.join(sys.argv[1:])}`".replace("  ", " "),
+        "",
         f"Machine: {C.machine_info()}. The machine was shared with other jobs during the run;",
         "runs are interleaved round-robin so noise hits every method alike. CPU time (all",
-        "threads of the process) is given too: it is less sensitive to other jobs.", "",
+        "threads of the process) is given too: it is less sensitive to other jobs.",
+        "",
         f"Model: `small_cnn((28, 28, 1), width=16, dense=64)`; {args.n} real MNIST test images; "
         f"PGD-{args.steps} L-inf eps {args.eps}, step {args.step}, uniform random start; "
         f"robustkit `batch_size={args.batch_size}`; median of {args.repeats} timed runs after one "
-        "warm-up (trace) run.", "",
+        "warm-up (trace) run.",
+        "",
     ]
     for name in args.models.split(","):
         C.keras.utils.set_random_seed(args.seed)
-        model = C.cached(f"pgd_speed_{name}_w16_n{args.train_n}", build,
-                         trainers[name], retrain=args.retrain)
+        model = C.cached(
+            f"pgd_speed_{name}_w16_n{args.train_n}", build, trainers[name], retrain=args.retrain
+        )
         clean = C.accuracy(model, x, y_te)
-        kw = dict(eps=args.eps, step_size=args.step, steps=args.steps,
-                  batch_size=args.batch_size, seed=args.seed)
+        kw = dict(
+            eps=args.eps,
+            step_size=args.step,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
         pgd = rk.attacks.PGD(**kw)
         pgd_es = rk.attacks.PGD(early_stop=True, **kw)
         methods = {
-            "cleverhans": ("(a) cleverhans 4.0 PGD, one call",
-                           cleverhans_pgd(model, x, y, args.eps, args.step, args.steps)),
-            "cleverhans_batched": (f"(a') cleverhans 4.0 PGD, batches of {args.small_batch}",
-                                   cleverhans_pgd(model, x, y, args.eps, args.step, args.steps,
-                                                  batch=args.small_batch)),
-            "handwritten": ("(b) hand-written unrolled tf.function",
-                            handwritten_pgd(model, x, y, args.eps, args.step, args.steps)),
+            "cleverhans": (
+                "(a) cleverhans 4.0 PGD, one call",
+                cleverhans_pgd(model, x, y, args.eps, args.step, args.steps),
+            ),
+            "cleverhans_batched": (
+                f"(a') cleverhans 4.0 PGD, batches of {args.small_batch}",
+                cleverhans_pgd(
+                    model, x, y, args.eps, args.step, args.steps, batch=args.small_batch
+                ),
+            ),
+            "handwritten": (
+                "(b) hand-written unrolled tf.function",
+                handwritten_pgd(model, x, y, args.eps, args.step, args.steps),
+            ),
             "robustkit": ("(c) robustkit PGD", lambda: pgd(model, x, y)),
             "robustkit_es": ("(d) robustkit PGD early_stop=True", lambda: pgd_es(model, x, y)),
         }
@@ -180,8 +226,10 @@ def main():
                 times[key].append(time.perf_counter() - t0)
                 cpu[key].append(time.process_time() - c0)
                 robs[key].append(C.accuracy(model, outs[key], y_te))
-            print(f"  round {r + 1}: " + ", ".join(f"{k} {t[-1]:.2f}s" for k, t in times.items()),
-                  flush=True)
+            print(
+                f"  round {r + 1}: " + ", ".join(f"{k} {t[-1]:.2f}s" for k, t in times.items()),
+                flush=True,
+            )
         base = float(np.median(times["cleverhans"])) if "cleverhans" in times else None
         base_cpu = float(np.median(cpu["cleverhans"])) if "cleverhans" in cpu else None
         rows = []
@@ -194,18 +242,45 @@ def main():
             assert dist <= args.eps + 1e-5 and x_adv.min() >= 0 and x_adv.max() <= 1, key
             rob = float(np.mean(robs[key]))  # cleverhans' random start is unseeded: mean of runs
             ratio = f"{med / base:.2f}x" if base else "-"
-            rows.append([label, f"{med:.2f}", " / ".join(f"{t:.2f}" for t in times[key]),
-                         ratio, f"{med_cpu:.2f} ({cpu_ratio})", f"{100 * rob:.1f} %"])
-            print(f"  {label:45s} {med:7.2f} s  {ratio:>6s} of cleverhans  CPU {med_cpu:6.2f} s "
-                  f"{cpu_ratio:>6s}  robust acc {100 * rob:5.1f} %")
+            rows.append(
+                [
+                    label,
+                    f"{med:.2f}",
+                    " / ".join(f"{t:.2f}" for t in times[key]),
+                    ratio,
+                    f"{med_cpu:.2f} ({cpu_ratio})",
+                    f"{100 * rob:.1f} %",
+                ]
+            )
+            print(
+                f"  {label:45s} {med:7.2f} s  {ratio:>6s} of cleverhans  CPU {med_cpu:6.2f} s "
+                f"{cpu_ratio:>6s}  robust acc {100 * rob:5.1f} %"
+            )
         ever, alive = active_fraction(model, x, y, args.eps, args.step, args.steps, args.seed)
-        note = (f"Plain PGD from the same kind of start: {100 * ever:.1f} % of the examples are "
-                f"misclassified at some step; the unfooled part of the batch averages "
-                f"{100 * alive:.1f} % over the {args.steps} steps (the work early stop keeps).")
+        note = (
+            f"Plain PGD from the same kind of start: {100 * ever:.1f} % of the examples are "
+            f"misclassified at some step; the unfooled part of the batch averages "
+            f"{100 * alive:.1f} % over the {args.steps} steps (the work early stop keeps)."
+        )
         print("  " + note)
-        report += [f"## {name} model (clean accuracy {100 * clean:.1f} %)", "",
-                   C.markdown_table(["method", "median s", "runs (s)", "time / cleverhans",
-                                     "CPU s (/ cleverhans)", "robust accuracy"], rows), "", note, ""]
+        report += [
+            f"## {name} model (clean accuracy {100 * clean:.1f} %)",
+            "",
+            C.markdown_table(
+                [
+                    "method",
+                    "median s",
+                    "runs (s)",
+                    "time / cleverhans",
+                    "CPU s (/ cleverhans)",
+                    "robust accuracy",
+                ],
+                rows,
+            ),
+            "",
+            note,
+            "",
+        ]
     prof = batch_profile(model, x, y)
     base_b = prof[max(prof)]
     line = ", ".join(f"batch {b}: {1e6 * t:.0f} us ({t / base_b:.2f}x)" for b, t in prof.items())

@@ -42,18 +42,19 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as C  # noqa: E402
+import _common as C
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import robustkit as rk  # noqa: E402
-from robustkit.objectives import core as losses  # noqa: E402
+import robustkit as rk
+from robustkit.objectives import core as losses
 
 #: one benchmark row: a label and two zero-argument callables that each run one epoch
 #: (``extra``: an optional third callable timed alongside, used by the MI rows)
-Row = collections.namedtuple("Row", ["label", "robustkit", "handwritten", "extra"], defaults=(None,))
+Row = collections.namedtuple(
+    "Row", ["label", "robustkit", "handwritten", "extra"], defaults=(None,)
+)
 
 
 class Context:
@@ -68,8 +69,9 @@ class Context:
             if not os.path.isdir(os.path.join(args.data_dir, "cifar10")):
                 sys.exit(f"CIFAR-10 not found under {args.data_dir!r}: pass --data-dir.")
             # ../shared/data holds the 10,000 real CIFAR-10 test images only
-            x_tr, y_tr = rk.data.subset(*rk.data.load("cifar10", "test", args.data_dir), args.n,
-                                        seed=args.seed)
+            x_tr, y_tr = rk.data.subset(
+                *rk.data.load("cifar10", "test", args.data_dir), args.n, seed=args.seed
+            )
         else:
             x_tr, y_tr, _, _ = C.mnist(args.data_dir, args.n, 10, seed=args.seed)
         self.x, self.y = x_tr, y_tr
@@ -78,7 +80,9 @@ class Context:
         self.steps = args.steps
         self.step_size = args.eps / 4
         self.seed = args.seed
-        self.dataset = rk.data.make_dataset(x_tr, y_tr, args.batch_size, shuffle=True, seed=args.seed)
+        self.dataset = rk.data.make_dataset(
+            x_tr, y_tr, args.batch_size, shuffle=True, seed=args.seed
+        )
 
     def build(self):
         """A fresh model with fixed initial weights (same for both sides of a row):
@@ -91,8 +95,11 @@ class Context:
 
     def describe(self):
         """The model and data of an epoch, for the results file."""
-        model = (f"`resnet18(base_filters={self.base_filters})`" if self.model_name == "resnet18"
-                 else f"`small_cnn({tuple(self.x.shape[1:])}, width=16, dense=64)`")
+        model = (
+            f"`resnet18(base_filters={self.base_filters})`"
+            if self.model_name == "resnet18"
+            else f"`small_cnn({tuple(self.x.shape[1:])}, width=16, dense=64)`"
+        )
         return f"{len(self.x)} real {self.dataset_name.upper()} images, {model}"
 
     def attack(self):
@@ -177,8 +184,15 @@ def row_at(ctx):
     return Row(
         "AT (PGD-10)",
         robust_fit(ctx, rk.objectives.AT()),
-        hand_step(ctx, ctx.build(), "ce", "uniform", lambda y, a, c: losses.at_loss(y, a),
-                  needs_clean=False, part_names=("ce",)),
+        hand_step(
+            ctx,
+            ctx.build(),
+            "ce",
+            "uniform",
+            lambda y, a, c: losses.at_loss(y, a),
+            needs_clean=False,
+            part_names=("ce",),
+        ),
     )
 
 
@@ -187,9 +201,15 @@ def row_trades(ctx):
     return Row(
         "TRADES (PGD-10, beta 6)",
         robust_fit(ctx, rk.objectives.TRADES(beta=6.0)),
-        hand_step(ctx, ctx.build(), "kl", "normal",
-                  lambda y, a, c: losses.trades_loss(y, a, c, 6.0),
-                  needs_clean=True, part_names=("natural", "kl")),
+        hand_step(
+            ctx,
+            ctx.build(),
+            "kl",
+            "normal",
+            lambda y, a, c: losses.trades_loss(y, a, c, 6.0),
+            needs_clean=True,
+            part_names=("natural", "kl"),
+        ),
     )
 
 
@@ -198,9 +218,15 @@ def row_mart(ctx):
     return Row(
         "MART (PGD-10, beta 6)",
         robust_fit(ctx, rk.objectives.MART(beta=6.0)),
-        hand_step(ctx, ctx.build(), "ce", "normal",
-                  lambda y, a, c: losses.mart_loss(y, a, c, 6.0),
-                  needs_clean=True, part_names=("bce", "kl")),
+        hand_step(
+            ctx,
+            ctx.build(),
+            "ce",
+            "normal",
+            lambda y, a, c: losses.mart_loss(y, a, c, 6.0),
+            needs_clean=True,
+            part_names=("bce", "kl"),
+        ),
     )
 
 
@@ -212,7 +238,9 @@ def estimators_only(ctx, objective):
     rng = np.random.default_rng(ctx.seed)
     batches = []
     for xb, yb in ctx.dataset:
-        x_adv = np.clip(xb.numpy() + rng.uniform(-ctx.eps, ctx.eps, xb.shape), 0, 1).astype("float32")
+        x_adv = np.clip(xb.numpy() + rng.uniform(-ctx.eps, ctx.eps, xb.shape), 0, 1).astype(
+            "float32"
+        )
         logits = rng.normal(size=(2, len(yb), 10)).astype("float32")
         batches.append((xb, tf.constant(x_adv), yb, tf.constant(logits[0]), tf.constant(logits[1])))
 
@@ -242,13 +270,17 @@ def _mi_row(ctx, name):
         # select="all": the MI term over the whole batch (the benchmark's fresh
         # model and random estimators would otherwise select an arbitrary subset;
         # the selection is a mask, so the cost does not depend on it)
-        objective = NAMID(NaturalMIEstimator(shape, k, f), AdversarialMIEstimator(shape, k, f),
-                          select="all")
+        objective = NAMID(
+            NaturalMIEstimator(shape, k, f), AdversarialMIEstimator(shape, k, f), select="all"
+        )
     else:
         objective = WMIM(MIEstimator(shape, k, f, pattern="standard"))
-    return Row(f"{name.upper()} (estimators {f} wide)",
-               robust_fit(ctx, objective), robust_fit(ctx, rk.objectives.AT()),
-               estimators_only(ctx, objective))
+    return Row(
+        f"{name.upper()} (estimators {f} wide)",
+        robust_fit(ctx, objective),
+        robust_fit(ctx, rk.objectives.AT()),
+        estimators_only(ctx, objective),
+    )
 
 
 def row_namid(ctx):
@@ -290,13 +322,25 @@ def main():
     p.add_argument("--eps", type=float, default=None, help="default 0.3 (MNIST), 8/255 (CIFAR-10)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--rows", default=",".join(ROWS))
-    p.add_argument("--model", choices=("small_cnn", "resnet18"), default="small_cnn",
-                   help="MI rows: the classifier (default small_cnn)")
+    p.add_argument(
+        "--model",
+        choices=("small_cnn", "resnet18"),
+        default="small_cnn",
+        help="MI rows: the classifier (default small_cnn)",
+    )
     p.add_argument("--base-filters", type=int, default=64, help="ResNet-18 first-stage filters")
-    p.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist",
-                   help="MI rows: the images (cifar10: the real test split)")
-    p.add_argument("--features", type=int, default=2048,
-                   help="MI rows: estimator width (2048 = the paper's; narrower is an option only)")
+    p.add_argument(
+        "--dataset",
+        choices=("mnist", "cifar10"),
+        default="mnist",
+        help="MI rows: the images (cifar10: the real test split)",
+    )
+    p.add_argument(
+        "--features",
+        type=int,
+        default=2048,
+        help="MI rows: estimator width (2048 = the paper's; narrower is an option only)",
+    )
     args = p.parse_args()
     if args.eps is None:
         args.eps = 8 / 255 if args.dataset == "cifar10" else 0.3
@@ -317,27 +361,52 @@ def main():
         rk_t, hand_t = float(np.median(times["robustkit"])), float(np.median(times["handwritten"]))
         rk_c, hand_c = float(np.median(cpu["robustkit"])), float(np.median(cpu["handwritten"]))
         ratio, cpu_ratio = rk_t / hand_t, rk_c / hand_c
-        print(f"{row.label:28s} RobustModel.fit {rk_t:6.2f} s  hand-written {hand_t:6.2f} s  "
-              f"ratio {ratio:.3f}x  CPU-time ratio {cpu_ratio:.3f}x  (wall runs: "
-              f"{[round(t, 2) for t in times['robustkit']]} / "
-              f"{[round(t, 2) for t in times['handwritten']]})", flush=True)
-        table.append([row.label, f"{rk_t:.2f}", f"{hand_t:.2f}", f"{ratio:.3f}x",
-                      f"{rk_c:.2f} / {hand_c:.2f} = {cpu_ratio:.3f}x",
-                      " / ".join(f"{t:.2f}" for t in times["robustkit"]),
-                      " / ".join(f"{t:.2f}" for t in times["handwritten"])])
+        print(
+            f"{row.label:28s} RobustModel.fit {rk_t:6.2f} s  hand-written {hand_t:6.2f} s  "
+            f"ratio {ratio:.3f}x  CPU-time ratio {cpu_ratio:.3f}x  (wall runs: "
+            f"{[round(t, 2) for t in times['robustkit']]} / "
+            f"{[round(t, 2) for t in times['handwritten']]})",
+            flush=True,
+        )
+        table.append(
+            [
+                row.label,
+                f"{rk_t:.2f}",
+                f"{hand_t:.2f}",
+                f"{ratio:.3f}x",
+                f"{rk_c:.2f} / {hand_c:.2f} = {cpu_ratio:.3f}x",
+                " / ".join(f"{t:.2f}" for t in times["robustkit"]),
+                " / ".join(f"{t:.2f}" for t in times["handwritten"]),
+            ]
+        )
     report = [
-        "# Training overhead (`benchmarks/train_speed.py`)", "",
-        f"Command: `python benchmarks/train_speed.py {' '.join(sys.argv[1:])}`", "",
+        "# Training overhead (`benchmarks/train_speed.py`)",
+        "",
+        f"Command: `python benchmarks/train_speed.py {' '.join(sys.argv[1:])}`",
+        "",
         f"Machine: {C.machine_info()}. The machine was shared with other jobs during the run;",
-        "epochs are interleaved round-robin so noise hits both sides alike.", "",
+        "epochs are interleaved round-robin so noise hits both sides alike.",
+        "",
         f"One epoch = {args.n} real MNIST training images, batch {args.batch_size}, "
         f"`small_cnn((28, 28, 1), width=16, dense=64)`, Adam 1e-3, PGD-{args.steps} L-inf "
-        f"eps {args.eps} step eps/4; median of {args.repeats} epochs after one warm-up epoch.", "",
-        C.markdown_table(["defense", "RobustModel.fit s", "hand-written s", "ratio (target <= 1.05x)",
-                          "CPU time fit / hand (s)", "fit runs (s)", "hand-written runs (s)"],
-                         table), "",
+        f"eps {args.eps} step eps/4; median of {args.repeats} epochs after one warm-up epoch.",
+        "",
+        C.markdown_table(
+            [
+                "defense",
+                "RobustModel.fit s",
+                "hand-written s",
+                "ratio (target <= 1.05x)",
+                "CPU time fit / hand (s)",
+                "fit runs (s)",
+                "hand-written runs (s)",
+            ],
+            table,
+        ),
+        "",
         "Wall-clock medians are the headline; CPU time (all threads of the process) is "
-        "given because it is less sensitive to other jobs on a shared machine.", "",
+        "given because it is less sensitive to other jobs on a shared machine.",
+        "",
     ]
     path = C.write_result("train_speed", "\n".join(report) + "\n", not args.no_write)
     if path:
@@ -355,35 +424,65 @@ def main_mi(args, ctx, names):
         ratio = med["robustkit"] / med["handwritten"]
         cpu_ratio = cmed["robustkit"] / cmed["handwritten"]
         est = med["extra"] / med["handwritten"]
-        print(f"{row.label:28s} defense fit {med['robustkit']:7.2f} s  PGD-AT fit {med['handwritten']:7.2f} s"
-              f"  ratio {ratio:.2f}x  CPU-time ratio {cpu_ratio:.2f}x  estimators alone "
-              f"{med['extra']:7.2f} s = {est:.2f}x PGD-AT  (wall runs: "
-              + " / ".join(str([round(t, 2) for t in times[k]]) for k in times) + ")", flush=True)
-        table.append([row.label, f"{med['robustkit']:.2f}", f"{med['handwritten']:.2f}",
-                      f"**{ratio:.2f}x**", f"{cmed['robustkit']:.2f} / {cmed['handwritten']:.2f} = "
-                      f"{cpu_ratio:.2f}x", f"{med['extra']:.2f} ({est:.2f}x)",
-                      " / ".join(" ".join(f"{t:.2f}" for t in times[k]) for k in times)])
-    suffix = "" if (args.dataset, args.model) == ("mnist", "small_cnn") else f"_{args.dataset}_{args.model}"
+        print(
+            f"{row.label:28s} defense fit {med['robustkit']:7.2f} s  PGD-AT fit {med['handwritten']:7.2f} s"
+            f"  ratio {ratio:.2f}x  CPU-time ratio {cpu_ratio:.2f}x  estimators alone "
+            f"{med['extra']:7.2f} s = {est:.2f}x PGD-AT  (wall runs: "
+            + " / ".join(str([round(t, 2) for t in times[k]]) for k in times)
+            + ")",
+            flush=True,
+        )
+        table.append(
+            [
+                row.label,
+                f"{med['robustkit']:.2f}",
+                f"{med['handwritten']:.2f}",
+                f"**{ratio:.2f}x**",
+                f"{cmed['robustkit']:.2f} / {cmed['handwritten']:.2f} = {cpu_ratio:.2f}x",
+                f"{med['extra']:.2f} ({est:.2f}x)",
+                " / ".join(" ".join(f"{t:.2f}" for t in times[k]) for k in times),
+            ]
+        )
+    suffix = (
+        ""
+        if (args.dataset, args.model) == ("mnist", "small_cnn")
+        else f"_{args.dataset}_{args.model}"
+    )
     if args.features != 2048:
         suffix += f"_f{args.features}"
     report = [
-        "# MI-defense training cost (`benchmarks/train_speed.py`, NAMID / WMIM rows)", "",
-        f"Command: `python benchmarks/train_speed.py {' '.join(sys.argv[1:])}`", "",
+        "# MI-defense training cost (`benchmarks/train_speed.py`, NAMID / WMIM rows)",
+        "",
+        f"Command: `python benchmarks/train_speed.py {' '.join(sys.argv[1:])}`",
+        "",
         f"Machine: {C.machine_info()}. The machine was shared with other jobs during the run;",
-        "epochs are interleaved round-robin so noise hits all columns alike.", "",
+        "epochs are interleaved round-robin so noise hits all columns alike.",
+        "",
         f"One epoch = {ctx.describe()}, batch {args.batch_size}, Adam 1e-3, PGD-{args.steps} "
         f"L-inf eps {args.eps:.4g} step eps/4, through `rk.RobustModel.fit`; median of "
         f"{args.repeats} epoch(s) after one warm-up epoch. Estimators {args.features} wide "
         f"({'the paper' if args.features == 2048 else 'narrower than the paper, an option'}), "
         "random weights, frozen (the cost does not depend on their values). NAMID: alpha 5, "
         "lam 0.1, the MI term over the whole batch (a mask; the cost does not depend on the "
-        "selection). Issue #3's target: ratio <= 1.3x.", "",
-        C.markdown_table(["defense", "defense fit s", "PGD-AT fit s", "ratio", "CPU time defense / AT (s)",
-                          "estimators alone s (x PGD-AT)", "runs (s): defense / AT / estimators"],
-                         table), "",
+        "selection). Issue #3's target: ratio <= 1.3x.",
+        "",
+        C.markdown_table(
+            [
+                "defense",
+                "defense fit s",
+                "PGD-AT fit s",
+                "ratio",
+                "CPU time defense / AT (s)",
+                "estimators alone s (x PGD-AT)",
+                "runs (s): defense / AT / estimators",
+            ],
+            table,
+        ),
+        "",
         "*Estimators alone*: the MI term's forward and backward (to the logits) on the same "
         "images with fixed logits, no model and no attack: what the frozen estimators cost per "
-        "epoch whatever the classifier.", "",
+        "epoch whatever the classifier.",
+        "",
     ]
     path = C.write_result("train_speed_mi" + suffix, "\n".join(report) + "\n", not args.no_write)
     if path:

@@ -58,10 +58,14 @@ def run_uae(args):
     out = args.out or os.path.join("saved_models", f"uae_{args.autoencoder}_{args.dataset}.keras")
     if not out.endswith(".keras"):
         raise UsageError("--out", "must end with .keras")
-    x_tr, _ = load_split(args.dataset, "train", args.data_dir, args.download, args.n_train, args.seed)
+    x_tr, _ = load_split(
+        args.dataset, "train", args.data_dir, args.download, args.n_train, args.seed
+    )
     x_te, _ = load_split(args.dataset, "test", args.data_dir, args.download, args.n_test, args.seed)
     if args.autoencoder == "conv" and (x_tr.shape[1] % 4 or x_tr.shape[2] % 4):
-        raise UsageError("--autoencoder", f"conv needs sides divisible by 4; images are {x_tr.shape[1:]}")
+        raise UsageError(
+            "--autoencoder", f"conv needs sides divisible by 4; images are {x_tr.shape[1:]}"
+        )
     import keras
 
     import robustkit as rk
@@ -70,20 +74,33 @@ def run_uae(args):
 
     keras.utils.set_random_seed(args.seed)
     ae = BUILDERS[args.autoencoder](x_tr.shape[1:])
-    print(f"Training a {args.autoencoder} autoencoder on {len(x_tr)} {args.dataset} images "
-          f"({args.epochs} epochs)")
+    print(
+        f"Training a {args.autoencoder} autoencoder on {len(x_tr)} {args.dataset} images "
+        f"({args.epochs} epochs)"
+    )
     ae.fit(x_tr, x_tr, epochs=args.epochs, batch_size=100, shuffle=True, verbose=0)
     before = uae.reconstruction_error(ae, x_te)
     print(f"Test reconstruction error: {before:.5f}")
-    atk = rk.attacks.MinMax(eps=args.eps, steps=args.steps, criterion="unsupervised",
-                            random_start=True, c0=1e-3, filters=4, hidden=args.hidden,
-                            mine_lr=1e-4, batch_size=100, seed=args.seed)
+    atk = rk.attacks.MinMax(
+        eps=args.eps,
+        steps=args.steps,
+        criterion="unsupervised",
+        random_start=True,
+        c0=1e-3,
+        filters=4,
+        hidden=args.hidden,
+        mine_lr=1e-4,
+        batch_size=100,
+        seed=args.seed,
+    )
     print(f"Generating {len(x_tr)} MINE-UAEs ({args.steps} MinMax iterations each)")
     x_uae = uae.augment(ae, x_tr, attack=atk, verbose=1)
     uae.retrain(ae, x_tr, x_uae, epochs=args.retrain_epochs, batch_size=100)
     after = uae.reconstruction_error(ae, x_te)
     change = 100.0 * (after - before) / before
-    print(f"Test reconstruction error after retraining on original + UAEs: {after:.5f} ({change:+.1f} %)")
+    print(
+        f"Test reconstruction error after retraining on original + UAEs: {after:.5f} ({change:+.1f} %)"
+    )
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     ae.save(out)
     print(f"Saved: {out}")
@@ -111,8 +128,12 @@ def add_attack_parser(subparsers):
     p.add_argument("--data-dir", default=None)
     p.add_argument("--download", action="store_true")
     p.add_argument("--n", type=positive_int, default=8, help="test images to attack")
-    p.add_argument("--eps", type=positive_float, default=None,
-                   help="L-inf radius (default: the export's L-inf eps, else 0.3)")
+    p.add_argument(
+        "--eps",
+        type=positive_float,
+        default=None,
+        help="L-inf radius (default: the export's L-inf eps, else 0.3)",
+    )
     p.add_argument("--steps", type=positive_int, default=100)
     p.add_argument("--projections", type=positive_int, default=100)
     p.add_argument("--out", default="minmax_examples.png", help="PNG file for the grid")
@@ -132,31 +153,47 @@ def run_attack(args):
         raise UsageError("--out", "must be a .png file")
     x, y = load_split(args.dataset, "test", args.data_dir, args.download, None, args.seed)
     if list(x.shape[1:]) != list(meta["input_shape"]):
-        raise UsageError("--dataset", f"{args.dataset} images are {list(x.shape[1:])} but the model "
-                         f"takes {meta['input_shape']}")
+        raise UsageError(
+            "--dataset",
+            f"{args.dataset} images are {list(x.shape[1:])} but the model "
+            f"takes {meta['input_shape']}",
+        )
     import numpy as np
 
     import robustkit as rk
 
     loaded, _ = load_exported(args.path)
-    pick = np.random.default_rng(args.seed).choice(len(x), size=min(4 * args.n, len(x)), replace=False)
+    pick = np.random.default_rng(args.seed).choice(
+        len(x), size=min(4 * args.n, len(x)), replace=False
+    )
     x, y = x[pick], y[pick]
     pred = np.argmax(loaded.serve(x).numpy(), axis=1)
     keep = np.flatnonzero(pred == y)[: args.n]
     if len(keep) == 0:
         raise UsageError("PATH", "the model classifies none of the sampled test images correctly")
     x, y = x[keep], y[keep]
-    atk = rk.attacks.MinMax(eps=float(eps), steps=args.steps, mine_lr=1e-4, hidden=32,
-                            projections=args.projections, batch_size=len(x), seed=args.seed)
+    atk = rk.attacks.MinMax(
+        eps=float(eps),
+        steps=args.steps,
+        mine_lr=1e-4,
+        hidden=32,
+        projections=args.projections,
+        batch_size=len(x),
+        seed=args.seed,
+    )
     out = atk.run(loaded, x, y)
     x_adv = out["x_adv"]
     adv_pred = np.argmax(loaded.serve(x_adv).numpy(), axis=1)
     print(f"Model: {os.path.abspath(args.path)}")
-    print(f"MinMax (L-inf eps={float(eps):.4g}, {args.steps} iterations) on {len(x)} correctly "
-          f"classified {args.dataset} test images")
-    print(f"Attack success rate: {100 * np.mean(adv_pred != y):.1f} %; "
-          f"max |delta| {float(np.abs(x_adv - x).max()):.4f}; mean online MI of successes "
-          f"{float(np.mean(out['mi'][out['success']])) if out['success'].any() else float('nan'):.3f} nats")
+    print(
+        f"MinMax (L-inf eps={float(eps):.4g}, {args.steps} iterations) on {len(x)} correctly "
+        f"classified {args.dataset} test images"
+    )
+    print(
+        f"Attack success rate: {100 * np.mean(adv_pred != y):.1f} %; "
+        f"max |delta| {float(np.abs(x_adv - x).max()):.4f}; mean online MI of successes "
+        f"{float(np.mean(out['mi'][out['success']])) if out['success'].any() else float('nan'):.3f} nats"
+    )
     save_grid(x, x_adv, y, adv_pred, args.out)
     print(f"Saved: {args.out}")
     return 0
@@ -173,7 +210,9 @@ def save_grid(x, x_adv, y, adv_pred, path):
     n = len(x)
     fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
     for i in range(n):
-        for row, (img, title) in enumerate(((x[i], f"label {y[i]}"), (x_adv[i], f"pred {adv_pred[i]}"))):
+        for row, (img, title) in enumerate(
+            ((x[i], f"label {y[i]}"), (x_adv[i], f"pred {adv_pred[i]}"))
+        ):
             ax = axes[row][i]
             img = np.squeeze(img)
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)

@@ -27,8 +27,8 @@ def _concrete(value):
     return np.asarray(value)
 
 
-def check_images(x, name="x", rank=4):
-    """Checks a batch of images: rank, float dtype, finite, values in [0, 1]."""
+def check_images(x, name="x", rank=4, bounds=(0.0, 1.0)):
+    """Checks a batch of images: rank, float dtype, finite, values in ``bounds``."""
     arr = _concrete(x)
     shape = tuple(x.shape) if arr is None else arr.shape
     if len(shape) != rank:
@@ -40,18 +40,23 @@ def check_images(x, name="x", rank=4):
     dtype = tf.as_dtype(dtype)
     if not dtype.is_floating:
         raise ValueError(
-            f"`{name}` must be floating point in [0, 1]; got dtype {dtype.name}. "
+            f"`{name}` must be floating point in [{bounds[0]:g}, {bounds[1]:g}]; got dtype {dtype.name}. "
             "Convert with `x.astype('float32') / 255.0`."
         )
     if arr is None:
         return x
     if arr.size and not np.all(np.isfinite(arr)):
         raise ValueError(f"`{name}` contains NaN or Inf values.")
-    if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
+    lo, hi = bounds
+    if arr.size and (arr.min() < lo or arr.max() > hi):
+        hint = (
+            " Images in 0-255 must be divided by 255 (or pass bounds=(0, 255))."
+            if (lo, hi) == (0.0, 1.0) and arr.max() > 1.0
+            else ""
+        )
         raise ValueError(
-            f"`{name}` must have values in [0, 1]; got range "
-            f"[{float(arr.min()):.4g}, {float(arr.max()):.4g}]. "
-            "Images in 0-255 must be divided by 255."
+            f"`{name}` must have values in [{lo:g}, {hi:g}]; got range "
+            f"[{float(arr.min()):.4g}, {float(arr.max()):.4g}].{hint}"
         )
     return x
 
@@ -62,8 +67,7 @@ def check_labels(y, n=None, num_classes=None, name="y"):
     shape = tuple(y.shape) if arr is None else arr.shape
     if len(shape) != 1:
         raise ValueError(
-            f"`{name}` must be a rank-1 vector of integer class labels; got shape "
-            f"{tuple(shape)}."
+            f"`{name}` must be a rank-1 vector of integer class labels; got shape {tuple(shape)}."
         )
     if n is not None and shape[0] is not None and n is not None and shape[0] != n:
         raise ValueError(
@@ -119,7 +123,5 @@ def check_choice(value, choices, name):
     """Checks that ``value`` is one of ``choices`` (case-insensitive strings)."""
     key = value.lower() if isinstance(value, str) else value
     if key not in choices:
-        raise ValueError(
-            f"Unknown `{name}` {value!r}; expected one of {sorted(choices)}."
-        )
+        raise ValueError(f"Unknown `{name}` {value!r}; expected one of {sorted(choices)}.")
     return key

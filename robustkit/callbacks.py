@@ -84,7 +84,10 @@ def clean_and_robust_accuracy(model, x, y, attack, batch_size=500):
     x_adv = attack(_base(model), x, y)
     for s in range(0, len(x), batch_size):
         c = np.argmax(fn(tf.constant(x[s : s + batch_size])).numpy(), -1) == y[s : s + batch_size]
-        a = np.argmax(fn(tf.constant(x_adv[s : s + batch_size])).numpy(), -1) == y[s : s + batch_size]
+        a = (
+            np.argmax(fn(tf.constant(x_adv[s : s + batch_size])).numpy(), -1)
+            == y[s : s + batch_size]
+        )
         correct.append(c)
         robust.append(c & a)
     return float(np.concatenate(correct).mean()), float(np.concatenate(robust).mean())
@@ -94,9 +97,7 @@ def _default_attack(model, steps):
     train_attack = getattr(model, "attack", None)
     if isinstance(train_attack, PGD):
         return PGD(eps=train_attack.eps, norm=train_attack.norm, steps=steps)
-    raise ValueError(
-        "`attack` is required when the model is not a RobustModel with a PGD attack."
-    )
+    raise ValueError("`attack` is required when the model is not a RobustModel with a PGD attack.")
 
 
 class RobustEvaluation(keras.callbacks.Callback):
@@ -228,13 +229,23 @@ class BestRobustCheckpoint(keras.callbacks.Callback):
         restore: restore the best weights at the end of training (default True).
     """
 
-    def __init__(self, filepath=None, data=None, attack=None, max_examples=1000,
-                 prefix="val_", restore=True, verbose=0):
+    def __init__(
+        self,
+        filepath=None,
+        data=None,
+        attack=None,
+        max_examples=1000,
+        prefix="val_",
+        restore=True,
+        verbose=0,
+    ):
         super().__init__()
         if filepath is not None and not str(filepath).endswith(".weights.h5"):
             raise ValueError(f"`filepath` must end in '.weights.h5'; got {filepath!r}.")
         self.filepath = filepath
-        self.evaluator = None if data is None else RobustEvaluation(data, attack, 1, max_examples, prefix)
+        self.evaluator = (
+            None if data is None else RobustEvaluation(data, attack, 1, max_examples, prefix)
+        )
         self.prefix = prefix
         self.restore = restore
         self.verbose = verbose
@@ -272,4 +283,3 @@ class BestRobustCheckpoint(keras.callbacks.Callback):
                 var.assign(value)
 
 
-from robustkit.estimators.monitor import MIMonitor  # noqa: E402  (re-export)

@@ -110,8 +110,9 @@ def parse_attack(spec, eps, norm, argument="--attack"):
     if match and int(match.group(1)) >= 1:
         # One-shot evaluation: tf.while_loop traces in ~1 s where the unrolled
         # early-stop loop of PGD-40 takes minutes to trace on a busy 2-core CPU.
-        return attacks.PGD(eps=eps, steps=int(match.group(1)), norm=norm, early_stop=True,
-                           loop="while")
+        return attacks.PGD(
+            eps=eps, steps=int(match.group(1)), norm=norm, early_stop=True, loop="while"
+        )
     if text == "fgsm":
         return attacks.FGSM(eps=eps, norm=norm)
     raise UsageError(argument, f"unknown attack {spec!r}; expected pgdN (e.g. pgd40) or fgsm")
@@ -189,53 +190,111 @@ def add_train_parser(subparsers):
             "warm-up, seeded; exported to saved_models/digits_at_linf."
         ),
     )
-    p.add_argument("--dataset", default="digits",
-                   help="digits (embedded, default), mnist, cifar10 (files in --data-dir) "
-                        "or a TFDS name")
-    p.add_argument("--data-dir", default=None,
-                   help="folder with mnist/ and cifar10/ (default $ROBUSTKIT_DATA_DIR)")
-    p.add_argument("--download", action="store_true",
-                   help="let TFDS download a data set that is not prepared (needs internet)")
+    p.add_argument(
+        "--dataset",
+        default="digits",
+        help="digits (embedded, default), mnist, cifar10 (files in --data-dir) or a TFDS name",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with mnist/ and cifar10/ (default $ROBUSTKIT_DATA_DIR)",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="let TFDS download a data set that is not prepared (needs internet)",
+    )
     p.add_argument("--model", default="small_cnn", choices=sorted(MODELS))
-    p.add_argument("--width", type=positive_int, default=None,
-                   help="filters of the first layer/stage (small_cnn 32, resnet18/"
-                        "preact_resnet18/vgg19 64, wide_resnet 16); smaller is faster")
+    p.add_argument(
+        "--width",
+        type=positive_int,
+        default=None,
+        help="filters of the first layer/stage (small_cnn 32, resnet18/"
+        "preact_resnet18/vgg19 64, wide_resnet 16); smaller is faster",
+    )
     p.add_argument("--depth", type=positive_int, default=34, help="wide_resnet depth (6n+4)")
     p.add_argument("--widen-factor", type=positive_int, default=10, help="wide_resnet k")
-    p.add_argument("--defense", default="standard", choices=sorted(objectives.REGISTRY),
-                   help="training objective (robustkit.objectives.REGISTRY)")
-    p.add_argument("--beta", type=positive_float, default=None,
-                   help="TRADES/MART beta (default: the objective's, 6.0)")
+    p.add_argument(
+        "--defense",
+        default="standard",
+        choices=sorted(objectives.REGISTRY),
+        help="training objective (robustkit.objectives.REGISTRY)",
+    )
+    p.add_argument(
+        "--beta",
+        type=positive_float,
+        default=None,
+        help="TRADES/MART beta (default: the objective's, 6.0)",
+    )
     p.add_argument("--norm", default="linf", choices=NORMS)
-    p.add_argument("--eps", type=positive_float, default=None,
-                   help="radius (default: digits 0.1, mnist 0.3, cifar10 8/255 for linf; "
-                        "digits 0.5, mnist 2.0, cifar10 0.5 for l2)")
+    p.add_argument(
+        "--eps",
+        type=positive_float,
+        default=None,
+        help="radius (default: digits 0.1, mnist 0.3, cifar10 8/255 for linf; "
+        "digits 0.5, mnist 2.0, cifar10 0.5 for l2)",
+    )
     p.add_argument("--steps", type=positive_int, default=10, help="training PGD steps")
     p.add_argument("--eval-attack", default="pgd40", help="evaluation attack (pgdN or fgsm)")
-    p.add_argument("--epochs", type=positive_int, default=None,
-                   help="training epochs (default: digits 15, mnist 10, cifar10 30)")
-    p.add_argument("--warmup-epochs", type=non_negative_int, default=None,
-                   help="linear eps warm-up epochs (default: epochs // 5, at least 1)")
+    p.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="training epochs (default: digits 15, mnist 10, cifar10 30)",
+    )
+    p.add_argument(
+        "--warmup-epochs",
+        type=non_negative_int,
+        default=None,
+        help="linear eps warm-up epochs (default: epochs // 5, at least 1)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--optimizer", default="adam", choices=("adam", "sgd"))
-    p.add_argument("--lr", type=positive_float, default=None,
-                   help="learning rate (default adam 1e-3, sgd 0.01 with momentum 0.9)")
+    p.add_argument(
+        "--lr",
+        type=positive_float,
+        default=None,
+        help="learning rate (default adam 1e-3, sgd 0.01 with momentum 0.9)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-size", type=positive_int, default=None,
-                   help="train on a stratified subset of this many examples")
-    p.add_argument("--test-size", type=positive_int, default=None,
-                   help="evaluate on a stratified subset of this many examples")
-    p.add_argument("--out", default=None,
-                   help="export folder (default saved_models/<dataset>[_<model>]_<defense>_<norm>)")
+    p.add_argument(
+        "--train-size",
+        type=positive_int,
+        default=None,
+        help="train on a stratified subset of this many examples",
+    )
+    p.add_argument(
+        "--test-size",
+        type=positive_int,
+        default=None,
+        help="evaluate on a stratified subset of this many examples",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="export folder (default saved_models/<dataset>[_<model>]_<defense>_<norm>)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     # NAMID / WMIM (robustkit.namid_pipeline): stage 1 AT target, stage 2 estimators, stage 3
-    p.add_argument("--estimator-epochs", type=positive_int, default=25,
-                   help="namid/wmim: stage-2 estimator epochs (paper 25)")
-    p.add_argument("--estimator-features", type=positive_int, default=2048,
-                   help="namid/wmim: estimator feature width (paper 2048; smaller is faster)")
-    p.add_argument("--stages-dir", default=None,
-                   help="namid/wmim: cache of the pipeline stages (default <out>_stages); "
-                        "a rerun skips finished stages")
+    p.add_argument(
+        "--estimator-epochs",
+        type=positive_int,
+        default=25,
+        help="namid/wmim: stage-2 estimator epochs (paper 25)",
+    )
+    p.add_argument(
+        "--estimator-features",
+        type=positive_int,
+        default=2048,
+        help="namid/wmim: estimator feature width (paper 2048; smaller is faster)",
+    )
+    p.add_argument(
+        "--stages-dir",
+        default=None,
+        help="namid/wmim: cache of the pipeline stages (default <out>_stages); "
+        "a rerun skips finished stages",
+    )
     p.set_defaults(run=run_train)
     return p
 
@@ -256,7 +315,9 @@ def check_train_args(args):
     if args.defense not in objectives.REGISTRY:  # registry may change after parsing
         raise UsageError("--defense", f"unknown defense {args.defense!r}")
     if args.eps is None:
-        args.eps = DEFAULT_EPS.get((args.dataset, args.norm), 8 / 255 if args.norm == "linf" else 0.5)
+        args.eps = DEFAULT_EPS.get(
+            (args.dataset, args.norm), 8 / 255 if args.norm == "linf" else 0.5
+        )
     if args.norm == "linf" and args.eps >= 1:
         raise UsageError("--eps", f"must be < 1 under linf for images in [0, 1]; got {args.eps}")
     if args.model == "wide_resnet" and (args.depth - 4) % 6:
@@ -320,8 +381,9 @@ def _run_mi_pipeline(args, x_tr, y_tr, x_te, y_te, num_classes, train_attack):
     from robustkit import namid_pipeline
 
     def model_fn():
-        return build_model(args.model, x_tr.shape[1:], num_classes, args.width, args.depth,
-                           args.widen_factor)
+        return build_model(
+            args.model, x_tr.shape[1:], num_classes, args.width, args.depth, args.widen_factor
+        )
 
     def optimizer():
         if args.optimizer == "adam":
@@ -332,19 +394,31 @@ def _run_mi_pipeline(args, x_tr, y_tr, x_te, y_te, num_classes, train_attack):
         return [rk.callbacks.EpsilonWarmup(epochs=args.warmup_epochs)] if args.warmup_epochs else []
 
     stages = args.stages_dir or (args.out.rstrip("/\\") + "_stages")
-    print(f"robustkit train: {args.dataset} ({len(x_tr)} train / {len(x_te)} test), {args.model}, "
-          f"defense {args.defense} via the three-stage pipeline (stages cached in {stages}), "
-          f"{args.norm} eps {args.eps:.4g}, PGD-{args.steps}, {args.epochs} epochs per stage, "
-          f"estimators {args.estimator_features} wide / {args.estimator_epochs} epochs, seed {args.seed}",
-          flush=True)
+    print(
+        f"robustkit train: {args.dataset} ({len(x_tr)} train / {len(x_te)} test), {args.model}, "
+        f"defense {args.defense} via the three-stage pipeline (stages cached in {stages}), "
+        f"{args.norm} eps {args.eps:.4g}, PGD-{args.steps}, {args.epochs} epochs per stage, "
+        f"estimators {args.estimator_features} wide / {args.estimator_epochs} epochs, seed {args.seed}",
+        flush=True,
+    )
     start = time.perf_counter()
     out = namid_pipeline.run(
-        args.defense, model_fn, (x_tr, y_tr), train_attack, stages,
-        stage1_epochs=args.epochs, estimator_epochs=args.estimator_epochs, epochs=args.epochs,
-        warmup_epochs=2, batch_size=args.batch_size, optimizer=optimizer,
+        args.defense,
+        model_fn,
+        (x_tr, y_tr),
+        train_attack,
+        stages,
+        stage1_epochs=args.epochs,
+        estimator_epochs=args.estimator_epochs,
+        epochs=args.epochs,
+        warmup_epochs=2,
+        batch_size=args.batch_size,
+        optimizer=optimizer,
         estimator_kwargs={"features": args.estimator_features},
         objective_kwargs={} if args.beta is None else {"beta": args.beta},
-        callbacks=callbacks, seed=args.seed, verbose=0 if args.quiet else 1,
+        callbacks=callbacks,
+        seed=args.seed,
+        verbose=0 if args.quiet else 1,
     )
     train_seconds = time.perf_counter() - start
     model = out["model"]
@@ -393,14 +467,17 @@ def run_train(args):
 
     import robustkit as rk
 
-    x_tr, y_tr = load_split(args.dataset, "train", args.data_dir, args.download,
-                            args.train_size, args.seed)
-    x_te, y_te = load_split(args.dataset, "test", args.data_dir, args.download,
-                            args.test_size, args.seed)
+    x_tr, y_tr = load_split(
+        args.dataset, "train", args.data_dir, args.download, args.train_size, args.seed
+    )
+    x_te, y_te = load_split(
+        args.dataset, "test", args.data_dir, args.download, args.test_size, args.seed
+    )
     num_classes = int(max(y_tr.max(), y_te.max())) + 1
     keras.utils.set_random_seed(args.seed)
-    base = build_model(args.model, x_tr.shape[1:], num_classes, args.width, args.depth,
-                       args.widen_factor)
+    base = build_model(
+        args.model, x_tr.shape[1:], num_classes, args.width, args.depth, args.widen_factor
+    )
     train_attack = rk.attacks.PGD(eps=args.eps, steps=args.steps, norm=args.norm)
     if args.defense in MI_DEFENSES:
         return _run_mi_pipeline(args, x_tr, y_tr, x_te, y_te, num_classes, train_attack)
@@ -423,8 +500,14 @@ def run_train(args):
     if args.warmup_epochs:
         callbacks.append(rk.callbacks.EpsilonWarmup(epochs=args.warmup_epochs))
     start = time.perf_counter()
-    model.fit(x_tr, y_tr, batch_size=args.batch_size, epochs=args.epochs,
-              callbacks=callbacks, verbose=0 if args.quiet else 1)
+    model.fit(
+        x_tr,
+        y_tr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        callbacks=callbacks,
+        verbose=0 if args.quiet else 1,
+    )
     train_seconds = time.perf_counter() - start
 
     attack = args.eval_attack_obj
@@ -482,8 +565,12 @@ def add_evaluate_parser(subparsers):
     p.add_argument("--attack", default="pgd40", help="pgdN (e.g. pgd40, step eps/4) or fgsm")
     p.add_argument("--norm", default=None, choices=NORMS, help="default: the export's")
     p.add_argument("--eps", type=positive_float, default=None, help="default: the export's")
-    p.add_argument("--n", type=positive_int, default=None,
-                   help="evaluate on a stratified subset of N test examples")
+    p.add_argument(
+        "--n",
+        type=positive_int,
+        default=None,
+        help="evaluate on a stratified subset of N test examples",
+    )
     p.add_argument("--seed", type=int, default=0)
     from robustkit.evaluation import cli as evaluation_cli  # --suite/--surrogate/--report/--plot
 
@@ -517,7 +604,9 @@ def check_evaluate_args(args):
     args.norm = args.norm or threat.get("norm")
     args.eps = args.eps or threat.get("eps")
     if args.norm is None or args.eps is None:
-        raise UsageError("--eps", "the export does not record its threat model; pass --norm and --eps")
+        raise UsageError(
+            "--eps", "the export does not record its threat model; pass --norm and --eps"
+        )
     if args.norm not in NORMS:
         raise UsageError("--norm", f"unknown norm {args.norm!r}")
     args.attack_obj = parse_attack(args.attack, float(args.eps), args.norm)
@@ -546,7 +635,9 @@ def run_evaluate(args):
     if evaluation_cli.wants_report(args):  # suite, report, plot: robustkit.evaluate
         return evaluation_cli.run_suite(args, meta, loaded, x, y, args.attack_obj, DEFAULT_EPS)
     clean, robust = evaluate_accuracy(loaded, x, y, args.attack_obj)
-    print(f"Model: {os.path.abspath(args.path)} ({meta.get('defense')}, trained on {meta.get('dataset')})")
+    print(
+        f"Model: {os.path.abspath(args.path)} ({meta.get('defense')}, trained on {meta.get('dataset')})"
+    )
     print(f"Data: {args.dataset} test, {len(x)} examples")
     print(f"Clean accuracy: {_percent(clean)}")
     print(f"Robust accuracy under {attack_label(args.attack_obj)}: {_percent(robust)}")

@@ -174,8 +174,7 @@ def load(name, split="train", data_dir=None, download=False):
             return _mnist(split, root) if name == "mnist" else _cifar10(split, root)
         except FileNotFoundError as e:
             raise FileNotFoundError(
-                f"{e} Expected the layout of shared/data/README.md under `data_dir` "
-                f"({root})."
+                f"{e} Expected the layout of shared/data/README.md under `data_dir` ({root})."
             ) from e
     return _tfds(name, split, data_dir if name not in LOCAL else None, download=download)
 

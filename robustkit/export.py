@@ -54,9 +54,19 @@ STANDARD_KEYS = (
     "n_examples",
 )
 #: keys written by ``export`` itself; a caller's values for them are ignored
-_OWN_KEYS = ("format", "format_version", "robustkit_version", "tensorflow_version",
-             "keras_version", "date", "input_shape", "input_dtype", "input_range",
-             "endpoints", "num_classes")
+_OWN_KEYS = (
+    "format",
+    "format_version",
+    "robustkit_version",
+    "tensorflow_version",
+    "keras_version",
+    "date",
+    "input_shape",
+    "input_dtype",
+    "input_range",
+    "endpoints",
+    "num_classes",
+)
 
 
 def _to_json(value):
@@ -141,11 +151,11 @@ def _check_metadata(metadata):
         try:
             v = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"`metadata['{key}']` must be a number in [0, 1]; got {value!r}.") from None
-        if not (math.isfinite(v) and 0.0 <= v <= 1.0):
             raise ValueError(
-                f"`metadata['{key}']` must be a fraction in [0, 1]; got {value!r}."
-            )
+                f"`metadata['{key}']` must be a number in [0, 1]; got {value!r}."
+            ) from None
+        if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+            raise ValueError(f"`metadata['{key}']` must be a fraction in [0, 1]; got {value!r}.")
     threat = metadata.get("threat_model")
     if threat is not None and (not isinstance(threat, dict) or not {"norm", "eps"} <= set(threat)):
         raise ValueError(
@@ -178,9 +188,7 @@ def build_metadata(model, metadata=None):
     input_shape = _input_shape(base)
     out_shape = tuple(base.outputs[0].shape) if getattr(base, "outputs", None) else None
     if out_shape is not None and len(out_shape) != 2:
-        raise ValueError(
-            f"`model` must output logits of shape (batch, classes); got {out_shape}."
-        )
+        raise ValueError(f"`model` must output logits of shape (batch, classes); got {out_shape}.")
     record = {key: None for key in STANDARD_KEYS}
     record.update(_from_robust_model(model))
     record.update({k: v for k, v in metadata.items() if k not in _OWN_KEYS})
@@ -259,9 +267,7 @@ def export(model, path, metadata=None, overwrite=False):
         raise ValueError(f"`path` must be a folder path; got {path!r}.")
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and not overwrite:
-        raise ValueError(
-            f"`path` {path} already exists; pass overwrite=True to replace it."
-        )
+        raise ValueError(f"`path` {path} already exists; pass overwrite=True to replace it.")
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"`path` {path} exists and is not a folder.")
     record = build_metadata(model, metadata)

@@ -137,8 +137,11 @@ def run(
         raise ValueError(f"`attack` must be a robustkit.attacks.PGD; got {type(attack).__name__}.")
     if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir):
         raise ValueError(f"`out_dir` must be a folder path; got {out_dir!r}.")
-    for value, name in ((stage1_epochs, "stage1_epochs"), (estimator_epochs, "estimator_epochs"),
-                        (epochs, "epochs")):
+    for value, name in (
+        (stage1_epochs, "stage1_epochs"),
+        (estimator_epochs, "estimator_epochs"),
+        (epochs, "epochs"),
+    ):
         check_int(value, name)
     check_int(warmup_epochs, "warmup_epochs", minimum=0)
     check_int(batch_size, "batch_size")
@@ -148,7 +151,9 @@ def run(
     estimator_kwargs = dict(estimator_kwargs or {})
     objective_kwargs = dict(objective_kwargs or {})
     if not callable(model_fn):
-        raise ValueError(f"`model_fn` must be a callable returning a keras.Model; got {model_fn!r}.")
+        raise ValueError(
+            f"`model_fn` must be a callable returning a keras.Model; got {model_fn!r}."
+        )
 
     out_dir = str(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -190,7 +195,9 @@ def run(
     ran, skipped = [], []
     # ---------------------------------------------------------------- stage 1
     if target is not None:
-        target_model = keras.saving.load_model(target, compile=False) if isinstance(target, str) else target
+        target_model = (
+            keras.saving.load_model(target, compile=False) if isinstance(target, str) else target
+        )
         skipped.append("target")
     elif os.path.exists(paths["target"]):
         target_model = keras.saving.load_model(paths["target"], compile=False)
@@ -200,16 +207,23 @@ def run(
         target_model = _fresh(model_fn)
         rm = RobustModel(target_model, objective=AT(), attack=attack)
         rm.compile(optimizer=_optimizer(optimizer))
-        rm.fit(x, y, batch_size=batch_size, epochs=stage1_epochs, verbose=verbose,
-               callbacks=callbacks() if callable(callbacks) else None)
+        rm.fit(
+            x,
+            y,
+            batch_size=batch_size,
+            epochs=stage1_epochs,
+            verbose=verbose,
+            callbacks=callbacks() if callable(callbacks) else None,
+        )
         target_model.save(paths["target"])
         ran.append("target")
 
     # ---------------------------------------------------------------- stage 2
     names = ("standard",) if defense == "wmim" else ("natural", "adversarial")
     info_path = os.path.join(paths["estimators"], "info.json")
-    if all(os.path.exists(os.path.join(paths["estimators"], f"{n}.keras")) for n in names) and \
-            os.path.exists(info_path):
+    if all(
+        os.path.exists(os.path.join(paths["estimators"], f"{n}.keras")) for n in names
+    ) and os.path.exists(info_path):
         estimators = load_estimators(paths["estimators"], names)
         with open(info_path) as f:
             est_info = json.load(f)
@@ -246,7 +260,11 @@ def run(
         model = RobustModel(base, objective=objective, attack=attack)
         model.compile(optimizer=_optimizer(optimizer), metrics=None)
         history = model.fit(
-            x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+            x,
+            y,
+            batch_size=batch_size,
+            epochs=epochs,
+            verbose=verbose,
             validation_data=validation_data,
             callbacks=callbacks() if callable(callbacks) else callbacks,
         ).history

@@ -105,7 +105,12 @@ class RobustModel(keras.Model):
 
     @property
     def metrics(self):
-        own = [self.loss_tracker, *self.part_trackers.values(), self.clean_accuracy, self.adv_accuracy]
+        own = [
+            self.loss_tracker,
+            *self.part_trackers.values(),
+            self.clean_accuracy,
+            self.adv_accuracy,
+        ]
         compiled = [m for m in super().metrics if m not in own]
         # Keras' own loss tracker is unused here: leave it out of the logs.
         return own + [m for m in compiled if m.name != "loss"]
@@ -164,8 +169,12 @@ class RobustModel(keras.Model):
                 logits_clean = tf.cast(self.base_model(x, training=True), tf.float32)
             logits_adv = tf.cast(self.base_model(x_adv, training=True), tf.float32)
             total, parts = self.objective(
-                y, logits_adv, logits_clean if needs_clean else None,
-                x=x, x_adv=x_adv, sample_weight=sample_weight,
+                y,
+                logits_adv,
+                logits_clean if needs_clean else None,
+                x=x,
+                x_adv=x_adv,
+                sample_weight=sample_weight,
             )
             reg = self.base_model.losses
             loss = total + tf.add_n(reg) if reg else total
@@ -190,13 +199,15 @@ class RobustModel(keras.Model):
             results = self._update_metrics(y, total, {}, logits_clean, None, sample_weight, batch)
             skip = {"adv_accuracy", *self.part_trackers}
             return {k: v for k, v in results.items() if k not in skip}
-        x_adv = tf.stop_gradient(
-            self.test_attack.perturb(self._inference_fn, x, y)
-        )
+        x_adv = tf.stop_gradient(self.test_attack.perturb(self._inference_fn, x, y))
         logits_adv = self._inference_fn(x_adv)
         total, parts = self.objective(
-            y, logits_adv, logits_clean if self.objective.needs_clean_logits else None,
-            x=x, x_adv=x_adv, sample_weight=sample_weight,
+            y,
+            logits_adv,
+            logits_clean if self.objective.needs_clean_logits else None,
+            x=x,
+            x_adv=x_adv,
+            sample_weight=sample_weight,
         )
         return self._update_metrics(y, total, parts, logits_clean, logits_adv, sample_weight, batch)
 

@@ -90,8 +90,9 @@ def augmented_set(x_train, x_uae, target="self"):
     return inputs, targets
 
 
-def retrain(autoencoder, x_train, x_uae, epochs=20, batch_size=100, target="self",
-            verbose=0, **fit_kwargs):
+def retrain(
+    autoencoder, x_train, x_uae, epochs=20, batch_size=100, target="self", verbose=0, **fit_kwargs
+):
     """Retrains ``autoencoder`` on original + UAE data (one call); returns the History.
 
     The paper retrains the trained autoencoder with the UAEs appended (conv AE:
@@ -101,8 +102,15 @@ def retrain(autoencoder, x_train, x_uae, epochs=20, batch_size=100, target="self
     epochs = check_int(epochs, "epochs")
     batch_size = check_int(batch_size, "batch_size")
     inputs, targets = augmented_set(x_train, x_uae, target)
-    return autoencoder.fit(inputs, targets, epochs=epochs, batch_size=batch_size,
-                           shuffle=True, verbose=verbose, **fit_kwargs)
+    return autoencoder.fit(
+        inputs,
+        targets,
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        verbose=verbose,
+        **fit_kwargs,
+    )
 
 
 def reconstruction_error(autoencoder, x, batch_size=500):
@@ -139,8 +147,18 @@ class L2UAE(Attack):
 
     uses_labels = False
 
-    def __init__(self, eps=2.0, sigma=0.01, steps=100, alpha=0.01, beta=0.1, c0=0.0,
-                 batch_size=256, jit_compile="auto", seed=None):
+    def __init__(
+        self,
+        eps=2.0,
+        sigma=0.01,
+        steps=100,
+        alpha=0.01,
+        beta=0.1,
+        c0=0.0,
+        batch_size=256,
+        jit_compile="auto",
+        seed=None,
+    ):
         super().__init__(batch_size=batch_size, jit_compile=jit_compile, seed=seed)
         self.threat = threat_lib.L2(eps)
         self.eps = self.threat.eps
@@ -152,8 +170,14 @@ class L2UAE(Attack):
 
     def get_config(self):
         config = super().get_config()
-        config.update(eps=self.eps, sigma=self.sigma, steps=self.steps, alpha=self.alpha,
-                      beta=self.beta, c0=self.c0)
+        config.update(
+            eps=self.eps,
+            sigma=self.sigma,
+            steps=self.steps,
+            alpha=self.alpha,
+            beta=self.beta,
+            c0=self.c0,
+        )
         return config
 
     def __call__(self, model, x, y=None):
@@ -167,8 +191,10 @@ class L2UAE(Attack):
             raise ValueError("`model` must be an autoencoder whose output has the input's shape.")
         compiled = self._get_compiled(model, fn, x_t)
         zeros = tf.zeros([len(x_np)], tf.int64)
-        outs = [compiled(x_t[s : s + self.batch_size], zeros[s : s + self.batch_size]).numpy()
-                for s in range(0, len(x_np), self.batch_size)]
+        outs = [
+            compiled(x_t[s : s + self.batch_size], zeros[s : s + self.batch_size]).numpy()
+            for s in range(0, len(x_np), self.batch_size)
+        ]
         return np.concatenate(outs)
 
     def perturb(self, model_fn, x, y):
@@ -176,7 +202,10 @@ class L2UAE(Attack):
         clean = tf.stop_gradient(model_fn(x))
         b = tf.shape(x)[0]
         shape = [-1] + [1] * (x.shape.rank - 1)
-        delta = self.threat.project(x + self.sigma * tf.random.normal(tf.shape(x), seed=self.seed), x) - x
+        delta = (
+            self.threat.project(x + self.sigma * tf.random.normal(tf.shape(x), seed=self.seed), x)
+            - x
+        )
         c = tf.fill([b], tf.constant(self.c0, tf.float32))
         best = (x, tf.fill([b], -1.0), tf.zeros([b], tf.bool), tf.fill([b], np.inf))
 
@@ -193,9 +222,14 @@ class L2UAE(Attack):
             dist = tf.reduce_sum(tf.square(tf.reshape(delta, [b, -1])), axis=1)
             better = tf.logical_or(
                 tf.logical_and(ok, tf.logical_or(tf.logical_not(bok), dist > bd)),
-                tf.logical_and(tf.logical_not(ok), tf.logical_and(tf.logical_not(bok), f < bf)))
-            return (tf.where(tf.reshape(better, shape), x + delta, bx), tf.where(better, dist, bd),
-                    tf.logical_or(bok, tf.logical_and(better, ok)), tf.where(better, f, bf))
+                tf.logical_and(tf.logical_not(ok), tf.logical_and(tf.logical_not(bok), f < bf)),
+            )
+            return (
+                tf.where(tf.reshape(better, shape), x + delta, bx),
+                tf.where(better, dist, bd),
+                tf.logical_or(bok, tf.logical_and(better, ok)),
+                tf.where(better, f, bf),
+            )
 
         def body(t, state):
             delta, c, best = state

@@ -8,10 +8,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import tensorflow as tf
 
-import robustkit as rk  # noqa: E402
+import robustkit as rk
 
 # Reproducible runs: the session fixtures train small models, and several tests compare
 # against them with margins; float-op nondeterminism made different tests flip between runs.
@@ -76,7 +76,9 @@ def _train_pgd_at(build, x, y, eps, epochs, warmup_epochs=1, seed=0):
         with tf.GradientTape() as tape:
             logits = model(x_adv, training=True)
             loss = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(yb, tf.int32), logits=logits)
+                tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=tf.cast(yb, tf.int32), logits=logits
+                )
             )
         grads = tape.gradient(loss, model.trainable_variables)
         opt.apply(grads, model.trainable_variables)
@@ -108,7 +110,9 @@ def digits_model(digits):
 def digits_at_model(digits):
     """PGD-AT small CNN on digits at L-inf eps 0.1 (hand-written loop)."""
     x_tr, y_tr, _, _ = digits
-    return _train_pgd_at(lambda: rk.models.small_cnn((8, 8, 1)), x_tr, y_tr, eps=0.1, epochs=15, warmup_epochs=3)
+    return _train_pgd_at(
+        lambda: rk.models.small_cnn((8, 8, 1)), x_tr, y_tr, eps=0.1, epochs=15, warmup_epochs=3
+    )
 
 
 @pytest.fixture(scope="session")
@@ -123,4 +127,6 @@ def mnist_small(data_dir):
 def mnist_model(mnist_small):
     """Undefended small CNN on the MNIST subset (~95 % clean)."""
     x_tr, y_tr, _, _ = mnist_small
-    return _train_clean(lambda: rk.models.small_cnn((28, 28, 1), width=16, dense=64), x_tr, y_tr, epochs=3)
+    return _train_clean(
+        lambda: rk.models.small_cnn((28, 28, 1), width=16, dense=64), x_tr, y_tr, epochs=3
+    )

@@ -133,7 +133,9 @@ def test_ddn_median_norm_vs_foolbox(mnist_model, mnist_small, foolbox):
 
 
 @pytest.mark.slow
-def test_ddn_on_adversarially_trained_model_needs_larger_norms(digits_model, digits_at_model, digits):
+def test_ddn_on_adversarially_trained_model_needs_larger_norms(
+    digits_model, digits_at_model, digits
+):
     """A PGD-trained model needs larger minimal perturbations than the undefended one."""
     _, _, x_te, y_te = digits
     x, y = x_te[:64], y_te[:64]

@@ -84,8 +84,13 @@ def test_fwa_oracle_matches_linear_program():
     a_eq[idx[:, 0], np.arange(len(idx))] = 1.0
     a_ub = cost.numpy()[idx[:, 1]][None, :]
     res = scipy_optimize.linprog(
-        c_lp, A_ub=a_ub, b_ub=[float(budget[0])], A_eq=a_eq, b_eq=x.reshape(-1).astype(np.float64),
-        bounds=(0, None), method="highs",
+        c_lp,
+        A_ub=a_ub,
+        b_ub=[float(budget[0])],
+        A_eq=a_eq,
+        b_eq=x.reshape(-1).astype(np.float64),
+        bounds=(0, None),
+        method="highs",
     )
     assert res.status == 0
     assert objective >= -res.fun - 0.01 * abs(res.fun) - 1e-3
@@ -125,9 +130,9 @@ def test_fwa_plan_helpers():
     """apply_plan moves mass by the offsets; transport_cost weighs by distance."""
     offsets = kernel_offsets(3)
     plan = np.zeros((1, 3, 3, 1, 9), "float32")
-    plan[0, 1, 1, 0, offsets.index((0, 1))] = 0.4   # centre -> right
-    plan[0, 1, 1, 0, offsets.index((0, 0))] = 0.6   # stays
-    plan[0, 0, 0, 0, offsets.index((1, 1))] = 1.0   # corner -> centre (diagonal)
+    plan[0, 1, 1, 0, offsets.index((0, 1))] = 0.4  # centre -> right
+    plan[0, 1, 1, 0, offsets.index((0, 0))] = 0.6  # stays
+    plan[0, 0, 0, 0, offsets.index((1, 1))] = 1.0  # corner -> centre (diagonal)
     img = apply_plan(tf.constant(plan), offsets).numpy()[0, ..., 0]
     expected = np.zeros((3, 3))
     expected[1, 2], expected[1, 1] = 0.4, 1.6
@@ -159,9 +164,17 @@ def test_mim_matches_cleverhans(digits_model, digits):
     x, y = x_te[:200], y_te[:200]
     x_rk = MIM(eps=0.1, steps=10, step_size=0.01)(digits_model, x, y)
     x_ch = mim_mod.momentum_iterative_method(
-        lambda t: digits_model(t, training=False), tf.constant(x), eps=0.1, eps_iter=0.01,
-        nb_iter=10, norm=np.inf, clip_min=0.0, clip_max=1.0, y=tf.constant(y),
-        decay_factor=1.0, sanity_checks=False,
+        lambda t: digits_model(t, training=False),
+        tf.constant(x),
+        eps=0.1,
+        eps_iter=0.01,
+        nb_iter=10,
+        norm=np.inf,
+        clip_min=0.0,
+        clip_max=1.0,
+        y=tf.constant(y),
+        decay_factor=1.0,
+        sanity_checks=False,
     ).numpy()
     acc_rk, acc_ch = _acc(digits_model, x_rk, y), _acc(digits_model, x_ch, y)
     assert acc_ch < _acc(digits_model, x, y) - 0.2  # cleverhans itself attacks

@@ -56,8 +56,11 @@ def test_fgsm_is_one_signed_gradient_step(digits_model, test_set):
     xt = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(xt)
-        loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=y.astype("int32"), logits=digits_model(xt, training=False)))
+        loss = tf.reduce_sum(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=y.astype("int32"), logits=digits_model(xt, training=False)
+            )
+        )
     expected = np.clip(x + 0.05 * np.sign(tape.gradient(loss, xt).numpy()), 0.0, 1.0)
     got = FGSM(eps=0.05)(digits_model, x, y)
     # the best-point bookkeeping keeps the clean input where that has a higher loss;
@@ -120,7 +123,8 @@ def test_early_stop_when_everything_is_fooled(digits_model, test_set):
     # eps 0.5 fools every example early: the compacted batch becomes empty
     x, y = test_set[0][:50], test_set[1][:50]
     x_adv = PGD(eps=0.5, step_size=0.25, steps=6, early_stop=True, restarts=2, seed=0)(
-        digits_model, x, y)
+        digits_model, x, y
+    )
     assert _acc(digits_model, x_adv, y) == 0.0
     assert _in_ball(x_adv, x, 0.5, "linf")
 
@@ -260,8 +264,18 @@ def test_pgd40_at_least_as_strong_as_cleverhans(digits_at_model, test_set):
     eps, step, steps = 0.15, 0.0375, 40
     tf.random.set_seed(0)
     ch = projected_gradient_descent(
-        digits_at_model, tf.constant(x), eps, step, steps, np.inf, clip_min=0.0, clip_max=1.0,
-        y=tf.constant(y), rand_init=True, sanity_checks=False)
+        digits_at_model,
+        tf.constant(x),
+        eps,
+        step,
+        steps,
+        np.inf,
+        clip_min=0.0,
+        clip_max=1.0,
+        y=tf.constant(y),
+        rand_init=True,
+        sanity_checks=False,
+    )
     ours = PGD(eps=eps, step_size=step, steps=steps, seed=0)(digits_at_model, x, y)
     acc_ch, acc_rk = _acc(digits_at_model, ch.numpy(), y), _acc(digits_at_model, ours, y)
     assert acc_ch < _acc(digits_at_model, x, y) - 0.1  # the comparison is not vacuous

@@ -41,10 +41,17 @@ def test_dlr_loss_matches_hand_computed_values():
     # targeted at t: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)
     t = np.array([2, 3])
     np.testing.assert_allclose(
-        dlr_loss(z, y, t).numpy(), [-(4 - 0) / (4 - (0 - 1) / 2), -(0.5 - 1) / (3 - (1 + 0.5) / 2)], rtol=1e-6)
+        dlr_loss(z, y, t).numpy(),
+        [-(4 - 0) / (4 - (0 - 1) / 2), -(0.5 - 1) / (3 - (1 + 0.5) / 2)],
+        rtol=1e-6,
+    )
     # invariant to shift and positive scaling of the logits
-    np.testing.assert_allclose(dlr_loss(3.0 * z + 7.0, y).numpy(), dlr_loss(z, y).numpy(), rtol=1e-5)
-    np.testing.assert_allclose(margin(tf.constant(z), tf.constant(y, tf.int64)).numpy(), [3.0, -2.5])
+    np.testing.assert_allclose(
+        dlr_loss(3.0 * z + 7.0, y).numpy(), dlr_loss(z, y).numpy(), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        margin(tf.constant(z), tf.constant(y, tf.int64)).numpy(), [3.0, -2.5]
+    )
 
 
 def test_step_checkpoints_follow_the_paper():
@@ -74,8 +81,9 @@ def test_hyperplane_box_projection(norm):
         assert np.all(best[ok] <= np.linalg.norm(cand, ord=ord_, axis=1)[ok] + 1e-5)
     # L2 without an active box: the closed form r w / |w|^2
     far = np.full((1, 3), 0.5, "float32")
-    d2 = project_hyperplane_box("l2", np.array([[1.0, 2.0, 2.0]], "float32"),
-                                np.array([0.9], "float32"), -far, 1 - far).numpy()
+    d2 = project_hyperplane_box(
+        "l2", np.array([[1.0, 2.0, 2.0]], "float32"), np.array([0.9], "float32"), -far, 1 - far
+    ).numpy()
     np.testing.assert_allclose(d2, [[0.1, 0.2, 0.2]], atol=1e-5)
 
 
@@ -95,8 +103,10 @@ def test_apgdt_and_fabt_in_ball_and_lower_accuracy(digits_model, digits_test):
     x, y = x[:100], y[:100]
     # eps 0.15: at 0.1 the undefended digits CNN keeps ~0.66-0.68 under both attacks, right on
     # the clean - 0.3 line, so the check flipped with the fixture's training noise
-    for atk in (rk.attacks.APGDT(eps=0.15, steps=10, n_target_classes=1, seed=0),
-                rk.attacks.FAB(eps=0.15, steps=10, n_target_classes=1, seed=0)):
+    for atk in (
+        rk.attacks.APGDT(eps=0.15, steps=10, n_target_classes=1, seed=0),
+        rk.attacks.FAB(eps=0.15, steps=10, n_target_classes=1, seed=0),
+    ):
         x_adv = atk(digits_model, x, y)
         assert _inside(x_adv, x, 0.15, "linf")
         assert _acc(digits_model, x_adv, y) < clean - 0.3
@@ -121,7 +131,8 @@ def test_square_uses_only_logits(digits_model, digits_test, norm, eps):
 
     def no_grad_model(t):  # numpy behind the graph: no gradient exists
         return tf.numpy_function(
-            lambda a: digits_model.predict_on_batch(a).astype("float32"), [t], tf.float32)
+            lambda a: digits_model.predict_on_batch(a).astype("float32"), [t], tf.float32
+        )
 
     probe = tf.constant(x[:2])
     with tf.GradientTape() as tape:
@@ -138,8 +149,9 @@ def test_autoattack_le_apgd_le_pgd_on_trained_model(digits_at_model, digits):
     _, _, x, y = digits
     eps = 0.1
     pgd = _acc(digits_at_model, rk.attacks.PGD(eps=eps, steps=40, seed=0)(digits_at_model, x, y), y)
-    apgd = _acc(digits_at_model,
-                rk.attacks.APGD(eps=eps, steps=50, seed=0)(digits_at_model, x, y), y)
+    apgd = _acc(
+        digits_at_model, rk.attacks.APGD(eps=eps, steps=50, seed=0)(digits_at_model, x, y), y
+    )
     aa = rk.attacks.AutoAttack(eps=eps, steps=50, n_target_classes=2, n_queries=200, seed=0)
     x_aa = aa(digits_at_model, x, y)
     acc_aa = _acc(digits_at_model, x_aa, y)
@@ -159,8 +171,9 @@ def test_autoattack_le_pgd_on_mnist_model(mnist_model, mnist_small):
     x, y = x[:100], y[:100]
     eps = 0.1
     pgd = _acc(mnist_model, rk.attacks.PGD(eps=eps, steps=40, seed=0)(mnist_model, x, y), y)
-    aa = rk.attacks.AutoAttack(eps=eps, attacks=["apgd-ce", "square"], steps=40, n_queries=50,
-                               seed=0)
+    aa = rk.attacks.AutoAttack(
+        eps=eps, attacks=["apgd-ce", "square"], steps=40, n_queries=50, seed=0
+    )
     x_aa = aa(mnist_model, x, y)
     assert _inside(x_aa, x, eps, "linf")
     assert _acc(mnist_model, x_aa, y) <= pgd
@@ -168,8 +181,9 @@ def test_autoattack_le_pgd_on_mnist_model(mnist_model, mnist_small):
 
 def test_autoattack_l2_and_graph_path_agree(digits_model, digits_test):
     x, y = digits_test[0][:100], digits_test[1][:100]
-    aa = rk.attacks.AutoAttack(eps=1.0, norm="l2", attacks=["apgd-ce", "square"], steps=5,
-                               n_queries=30, seed=0)
+    aa = rk.attacks.AutoAttack(
+        eps=1.0, norm="l2", attacks=["apgd-ce", "square"], steps=5, n_queries=30, seed=0
+    )
     x_eager = aa(digits_model, x, y)
     fn = rk.attacks.as_logits_fn(digits_model)
     x_graph = tf.function(aa.perturb)(fn, tf.constant(x), tf.constant(y, tf.int64)).numpy()
@@ -188,7 +202,10 @@ def test_standard_and_rand_versions_use_the_published_settings():
     assert (square.n_queries, square.p_init) == (5000, 0.8)
     rand = rk.attacks.AutoAttack(eps=0.3, version="rand")
     assert rand.attacks == ("apgd-ce", "apgd-dlr")
-    assert [(rand._sub[k].loss, rand._sub[k].eot_iter) for k in rand.attacks] == [("ce", 20), ("dlr", 20)]
+    assert [(rand._sub[k].loss, rand._sub[k].eot_iter) for k in rand.attacks] == [
+        ("ce", 20),
+        ("dlr", 20),
+    ]
 
 
 def test_rand_version_runs_on_a_stochastic_model(digits_model, digits_test):
@@ -197,21 +214,25 @@ def test_rand_version_runs_on_a_stochastic_model(digits_model, digits_test):
     def noisy(t):  # a randomised "defence": Gaussian input noise at test time
         return digits_model(t + tf.random.normal(tf.shape(t), stddev=0.05), training=False)
 
-    aa = rk.attacks.AutoAttack(eps=0.1, version="rand", attacks=["apgd-dlr"], steps=5,
-                               eot_iter=2, seed=0)
+    aa = rk.attacks.AutoAttack(
+        eps=0.1, version="rand", attacks=["apgd-dlr"], steps=5, eot_iter=2, seed=0
+    )
     x_adv = aa(noisy, x, y)
     assert _inside(x_adv, x, 0.1, "linf")
     assert _acc(digits_model, x_adv, y) < _acc(digits_model, x, y)
 
 
 # ---------------------------------------------------------- configuration
-@pytest.mark.parametrize("make", [
-    lambda: rk.attacks.APGD(eps=0.3, norm="l2", steps=7, loss="dlr", eot_iter=3),
-    lambda: rk.attacks.APGDT(eps=0.3, n_target_classes=4),
-    lambda: rk.attacks.FAB(eps=0.2, norm="l2", targeted=False, beta=0.8),
-    lambda: rk.attacks.Square(eps=0.3, n_queries=99, p_init=0.3),
-    lambda: rk.attacks.AutoAttack(eps=0.3, version="rand", steps=9),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rk.attacks.APGD(eps=0.3, norm="l2", steps=7, loss="dlr", eot_iter=3),
+        lambda: rk.attacks.APGDT(eps=0.3, n_target_classes=4),
+        lambda: rk.attacks.FAB(eps=0.2, norm="l2", targeted=False, beta=0.8),
+        lambda: rk.attacks.Square(eps=0.3, n_queries=99, p_init=0.3),
+        lambda: rk.attacks.AutoAttack(eps=0.3, version="rand", steps=9),
+    ],
+)
 def test_config_round_trip(make):
     atk = make()
     clone = type(atk).from_config(atk.get_config())
@@ -220,35 +241,44 @@ def test_config_round_trip(make):
     assert type(again) is type(atk) and again.get_config() == atk.get_config()
 
 
-@pytest.mark.parametrize("make,arg", [
-    (lambda: rk.attacks.APGD(eps=0), "eps"),
-    (lambda: rk.attacks.APGD(steps=0), "steps"),
-    (lambda: rk.attacks.APGD(loss="hinge"), "loss"),
-    (lambda: rk.attacks.APGD(rho=1.5), "rho"),
-    (lambda: rk.attacks.APGD(norm="l1"), "norm"),
-    (lambda: rk.attacks.APGD(eot_iter=0), "eot_iter"),
-    (lambda: rk.attacks.APGDT(n_target_classes=0), "n_target_classes"),
-    (lambda: rk.attacks.FAB(eps=-1.0), "eps"),
-    (lambda: rk.attacks.FAB(norm="l0"), "norm"),
-    (lambda: rk.attacks.FAB(beta=1.0), "beta"),
-    (lambda: rk.attacks.FAB(alpha_max=0), "alpha_max"),
-    (lambda: rk.attacks.Square(n_queries=0), "n_queries"),
-    (lambda: rk.attacks.Square(p_init=1.5), "p_init"),
-    (lambda: rk.attacks.AutoAttack(version="plus"), "version"),
-    (lambda: rk.attacks.AutoAttack(attacks=["apgd-ce", "deepfool"]), "attacks"),
-    (lambda: rk.attacks.AutoAttack(attacks="square"), "attacks"),
-    (lambda: rk.attacks.AutoAttack(n_queries=-5), "n_queries"),
-])
+@pytest.mark.parametrize(
+    "make,arg",
+    [
+        (lambda: rk.attacks.APGD(eps=0), "eps"),
+        (lambda: rk.attacks.APGD(steps=0), "steps"),
+        (lambda: rk.attacks.APGD(loss="hinge"), "loss"),
+        (lambda: rk.attacks.APGD(rho=1.5), "rho"),
+        (lambda: rk.attacks.APGD(norm="l1"), "norm"),
+        (lambda: rk.attacks.APGD(eot_iter=0), "eot_iter"),
+        (lambda: rk.attacks.APGDT(n_target_classes=0), "n_target_classes"),
+        (lambda: rk.attacks.FAB(eps=-1.0), "eps"),
+        (lambda: rk.attacks.FAB(norm="l0"), "norm"),
+        (lambda: rk.attacks.FAB(beta=1.0), "beta"),
+        (lambda: rk.attacks.FAB(alpha_max=0), "alpha_max"),
+        (lambda: rk.attacks.Square(n_queries=0), "n_queries"),
+        (lambda: rk.attacks.Square(p_init=1.5), "p_init"),
+        (lambda: rk.attacks.AutoAttack(version="plus"), "version"),
+        (lambda: rk.attacks.AutoAttack(attacks=["apgd-ce", "deepfool"]), "attacks"),
+        (lambda: rk.attacks.AutoAttack(attacks="square"), "attacks"),
+        (lambda: rk.attacks.AutoAttack(n_queries=-5), "n_queries"),
+    ],
+)
 def test_bad_arguments_raise(make, arg):
     with pytest.raises(ValueError, match=f"`{arg}`"):
         make()
 
 
 def test_bad_call_inputs_raise_before_work():
-    two_class = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
-                                  keras.layers.Dense(2)])
-    any_size = keras.Sequential([keras.Input((None, None, 1)),
-                                 keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    two_class = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(2)]
+    )
+    any_size = keras.Sequential(
+        [
+            keras.Input((None, None, 1)),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10),
+        ]
+    )
     x = np.random.default_rng(0).uniform(size=(3, 8, 8, 1)).astype("float32")
     y = np.array([0, 1, 0])
     with pytest.raises(ValueError, match="needs at least"):

@@ -30,7 +30,9 @@ def test_autoencoder_trains_and_round_trips(kind, digits, tmp_path):
     path = os.path.join(tmp_path, f"{kind}.keras")
     ae.save(path)
     loaded = keras.models.load_model(path)
-    np.testing.assert_array_equal(ae.predict(x_te[:8], verbose=0), loaded.predict(x_te[:8], verbose=0))
+    np.testing.assert_array_equal(
+        ae.predict(x_te[:8], verbose=0), loaded.predict(x_te[:8], verbose=0)
+    )
     loaded.fit(x_tr[:64], x_tr[:64], epochs=1, verbose=0)  # reloaded model still trains
 
 
@@ -48,8 +50,14 @@ def test_augment_and_retrain_double_the_training_set(digits):
     x = x_tr[:32]
     ae = rk.models.dense_autoencoder((8, 8, 1), code=16)
     ae.fit(x_tr, x_tr, epochs=2, verbose=0)
-    atk = rk.attacks.MinMax(criterion="unsupervised", steps=3, hidden=8, mine_lr=1e-4,
-                            mine_mode="projection", random_start=True)
+    atk = rk.attacks.MinMax(
+        criterion="unsupervised",
+        steps=3,
+        hidden=8,
+        mine_lr=1e-4,
+        mine_mode="projection",
+        random_start=True,
+    )
     x_uae = uae.augment(ae, x, attack=atk, batch_size=16, verbose=0)
     assert x_uae.shape == x.shape and np.abs(x_uae - x).max() <= 0.3 + 1e-5
     inputs, targets = uae.augmented_set(x, x_uae)

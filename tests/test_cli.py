@@ -3,7 +3,6 @@
 import io
 import os
 import re
-
 from contextlib import redirect_stdout
 
 import pytest
@@ -110,7 +109,9 @@ def test_python_dash_m_exits_2_on_a_subcommand_usage_error(tmp_path):
 
     proc = subprocess.run(
         [sys.executable, "-m", "robustkit.cli", "attack", "minmax", str(tmp_path / "none")],
-        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
         timeout=300,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -136,10 +137,17 @@ def test_defense_choices_come_from_the_registry(monkeypatch):
 
 def test_defaults_of_the_main_job():
     args = cli.check_train_args(cli.build_parser().parse_args(["train"]))
-    assert (args.dataset, args.model, args.defense, args.norm) == ("digits", "small_cnn", "standard", "linf")
+    assert (args.dataset, args.model, args.defense, args.norm) == (
+        "digits",
+        "small_cnn",
+        "standard",
+        "linf",
+    )
     assert args.eps == 0.1 and args.steps == 10 and args.warmup_epochs >= 1 and args.seed == 0
     assert args.out == os.path.join("saved_models", "digits_at_linf")
-    assert args.eval_attack_obj.steps == 40 and args.eval_attack_obj.step_size == pytest.approx(0.025)
+    assert args.eval_attack_obj.steps == 40 and args.eval_attack_obj.step_size == pytest.approx(
+        0.025
+    )
 
 
 def test_console_script_entry_point():

@@ -28,7 +28,7 @@ def test_digits_split_deterministic_and_normalised():
 
     full = load_digits().images.reshape(len(x_tr) + len(x_te), -1) / 16.0
     both = np.concatenate([x_tr, x_te]).reshape(len(full), -1)
-    key = lambda a: sorted(map(bytes, (a * 16).round().astype(np.uint8)))  # noqa: E731
+    key = lambda a: sorted(map(bytes, (a * 16).round().astype(np.uint8)))
     assert key(both) == key(full)
     assert set(np.unique(y_tr)) == set(np.unique(y_te)) == set(range(10))
 
@@ -40,7 +40,18 @@ def test_mnist_idx_files(data_dir):
     assert x_tr.dtype == np.float32 and y_te.dtype == np.int64
     assert x_tr.min() == 0.0 and x_tr.max() == 1.0
     # the canonical label histograms of MNIST
-    assert np.bincount(y_tr).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert np.bincount(y_tr).tolist() == [
+        5923,
+        6742,
+        5958,
+        6131,
+        5842,
+        5421,
+        5918,
+        6265,
+        5851,
+        5949,
+    ]
     assert np.bincount(y_te).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     # the environment variable is used when no data_dir is given
     old = os.environ.get(rk.data.ENV_VAR)
@@ -79,9 +90,11 @@ def test_cifar10_file_split(data_dir):
     x_tr, y_tr = rk.data.load("cifar10", "train", data_dir)
     x_te, y_te = rk.data.load("cifar10", "test", data_dir)
     assert x_tr.shape == (9000, 32, 32, 3) and x_te.shape == (1000, 32, 32, 3)
-    assert x_tr.dtype == np.float32 and 0.0 <= x_te.min() and x_te.max() <= 1.0
+    assert x_tr.dtype == np.float32 and x_te.min() >= 0.0 and x_te.max() <= 1.0
     # 1,000 test images per class in total in the file
-    assert (np.bincount(y_tr, minlength=10) + np.bincount(y_te, minlength=10)).tolist() == [1000] * 10
+    assert (np.bincount(y_tr, minlength=10) + np.bincount(y_te, minlength=10)).tolist() == [
+        1000
+    ] * 10
 
 
 def test_missing_local_files_name_the_layout(tmp_path):
@@ -103,7 +116,7 @@ def test_tfds_path_with_mock_data():
     with tfds.testing.mock_data(num_examples=12):
         x, y = rk.data.load("svhn_cropped", "train", download=True)
     assert x.shape == (12, 32, 32, 3) and x.dtype == np.float32
-    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.5  # divided by 255
+    assert x.min() >= 0.0 and x.max() <= 1.0 and x.max() > 0.5  # divided by 255
     assert y.dtype == np.int64 and y.min() >= 0 and y.max() < 10
     with tfds.testing.mock_data(num_examples=5):
         x, y = rk.data.load("fashion_mnist", "test", download=True)

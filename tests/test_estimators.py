@@ -43,7 +43,7 @@ def test_nwj_on_hand_computed_scores():
 
 
 def test_jsd_on_hand_computed_scores():
-    sp = lambda t: math.log1p(math.exp(t))  # noqa: E731
+    sp = lambda t: math.log1p(math.exp(t))
     expected = np.mean([-sp(-t) for t in JOINT]) - np.mean([sp(t) for t in MARG])
     assert _close(bounds.jsd(JOINT, MARG), expected)
 
@@ -199,7 +199,9 @@ def test_estimator_save_load_and_pack_round_trip(tmp_path):
     logits = rng.normal(size=(5, 10)).astype("float32")
     nat = NaturalMIEstimator((8, 8, 1), 10, features=8)
     adv = AdversarialMIEstimator((8, 8, 1), 10, features=8)
-    nat.set_weights([w + rng.normal(size=w.shape).astype("float32") * 0.1 for w in nat.get_weights()])
+    nat.set_weights(
+        [w + rng.normal(size=w.shape).astype("float32") * 0.1 for w in nat.get_weights()]
+    )
     save_estimators(str(tmp_path), natural=nat, adversarial=adv)
     nat2, adv2 = load_estimators(str(tmp_path))
     assert isinstance(nat2, NaturalMIEstimator) and isinstance(adv2, AdversarialMIEstimator)

@@ -116,17 +116,23 @@ def test_robust_model_and_callable_inputs(digits_model, test_set):
     wrapper = rk.RobustModel(digits_model, rk.objectives.AT(), rk.attacks.PGD(eps=0.1, steps=2))
     r_keras = rk.evaluate(digits_model, (x, y), suite=[fgsm], checks=False, n=100)
     r_wrap = rk.evaluate(wrapper, (x, y), suite=[fgsm], checks=False, n=100)
-    r_fn = rk.evaluate(lambda t: digits_model(t, training=False), (x, y), suite=[fgsm],
-                       checks=False, n=100)
+    r_fn = rk.evaluate(
+        lambda t: digits_model(t, training=False), (x, y), suite=[fgsm], checks=False, n=100
+    )
     assert r_keras["FGSM"] == r_wrap["FGSM"] == r_fn["FGSM"]
 
 
 def test_export_path_uses_its_metadata(digits_model, test_set, tmp_path):
     x, y = test_set
     path = str(tmp_path / "digits_export")
-    rk.export(digits_model, path, metadata={"dataset": "digits",
-                                            "threat_model": {"norm": "linf", "eps": 0.05}})
-    report = rk.evaluate(path, (x, y), suite=[rk.attacks.FGSM(eps=0.05)], checks=["gradients"], n=50)
+    rk.export(
+        digits_model,
+        path,
+        metadata={"dataset": "digits", "threat_model": {"norm": "linf", "eps": 0.05}},
+    )
+    report = rk.evaluate(
+        path, (x, y), suite=[rk.attacks.FGSM(eps=0.05)], checks=["gradients"], n=50
+    )
     assert report.name == "digits_export" and report.dataset == "digits"
     assert report.eps == pytest.approx(0.05)
     assert report["None"] == pytest.approx(_accuracy(digits_model, x[:50], y[:50]))
@@ -166,23 +172,53 @@ def test_bad_data_and_paths(digits_model, test_set, tmp_path):
 
 # ------------------------------------------------------------------ reports
 def _report(name, norm, cols, accs, clean=0.9, checks=None):
-    attacks = [rk.evaluation.AttackResult(c, a, examples=90, seconds=1.25) for c, a in zip(cols, accs)]
-    return Report(name, 100, clean, attacks, worst_case=min(accs), norm=norm,
-                  eps=8 / 255 if norm == "linf" else 0.5, suite=norm, checks=checks)
+    attacks = [
+        rk.evaluation.AttackResult(c, a, examples=90, seconds=1.25) for c, a in zip(cols, accs)
+    ]
+    return Report(
+        name,
+        100,
+        clean,
+        attacks,
+        worst_case=min(accs),
+        norm=norm,
+        eps=8 / 255 if norm == "linf" else 0.5,
+        suite=norm,
+        checks=checks,
+    )
 
 
 def test_report_markdown_table_and_json_round_trip(tmp_path):
     flag = rk.evaluation.Check("deterministic outputs", True, "differs")
-    linf = _report("NAMID", "linf", ["PGD-40", "AA", "FWA-40", "TI-DIM"], [0.4479, 0.3926, 0.1567, 0.5823],
-                   clean=0.8341, checks=[flag])
-    l2 = _report("NAMID", "l2", ["PGD-40", "CW", "DDN"], [0.6238, 0.3448, 0.3241], clean=0.8435, checks=[])
-    std = [_report("Standard", "linf", ["PGD-40", "AA", "FWA-40", "TI-DIM"], [0.4238, 0.3901, 0.1544, 0.5563],
-                   clean=0.8339),
-           _report("Standard", "l2", ["PGD-40", "CW", "DDN"], [0.6169, 0.3096, 0.2934], clean=0.8397)]
+    linf = _report(
+        "NAMID",
+        "linf",
+        ["PGD-40", "AA", "FWA-40", "TI-DIM"],
+        [0.4479, 0.3926, 0.1567, 0.5823],
+        clean=0.8341,
+        checks=[flag],
+    )
+    l2 = _report(
+        "NAMID", "l2", ["PGD-40", "CW", "DDN"], [0.6238, 0.3448, 0.3241], clean=0.8435, checks=[]
+    )
+    std = [
+        _report(
+            "Standard",
+            "linf",
+            ["PGD-40", "AA", "FWA-40", "TI-DIM"],
+            [0.4238, 0.3901, 0.1544, 0.5563],
+            clean=0.8339,
+        ),
+        _report("Standard", "l2", ["PGD-40", "CW", "DDN"], [0.6169, 0.3096, 0.2934], clean=0.8397),
+    ]
     table = Report.table([std, [linf, l2]], title="CIFAR-10", worst_case=False).splitlines()
-    assert table[0] == ("| CIFAR-10 | L∞ None | PGD-40 | AA | FWA-40 | TI-DIM | L2 None | PGD-40 | "
-                        "CW | DDN |")
-    assert table[2] == "| Standard | 83.39 | 42.38 | 39.01 | 15.44 | 55.63 | 83.97 | 61.69 | 30.96 | 29.34 |"
+    assert table[0] == (
+        "| CIFAR-10 | L∞ None | PGD-40 | AA | FWA-40 | TI-DIM | L2 None | PGD-40 | CW | DDN |"
+    )
+    assert (
+        table[2]
+        == "| Standard | 83.39 | 42.38 | 39.01 | 15.44 | 55.63 | 83.97 | 61.69 | 30.96 | 29.34 |"
+    )
     assert table[3].startswith("| NAMID † | 83.41 | 44.79 |")
     assert "deterministic outputs" in table[-1]
     with pytest.raises(ValueError, match="columns"):
@@ -214,8 +250,11 @@ def test_checks_do_not_fire_on_an_ordinary_model(digits_at_model, digits_model, 
         digits_at_model, test_set, eps=0.1, n=100, surrogate=digits_model
     )
     assert [c.name for c in checks] == [
-        "more steps not weaker", "large eps reaches ~0 %", "black-box not stronger",
-        "input gradients non-zero and finite", "deterministic outputs",
+        "more steps not weaker",
+        "large eps reaches ~0 %",
+        "black-box not stronger",
+        "input gradients non-zero and finite",
+        "deterministic outputs",
     ]
     assert [c.flagged for c in checks] == [False] * 5, [c.message for c in checks]
 
@@ -225,11 +264,18 @@ def test_checks_fire_on_a_quantised_zero_gradient_model(digits_model, test_set):
     x, y = test_set
     assert _accuracy(masked, x, y) == _accuracy(digits_model, x, y)  # clean inputs unchanged
     transfer = rk.attacks.Transfer(digits_model, rk.attacks.FGSM(eps=0.1))
-    report = rk.evaluate(masked, (x, y), suite=[rk.attacks.FGSM(eps=0.1), transfer],
-                         checks=["large_eps", "black_box", "gradients"])
+    report = rk.evaluate(
+        masked,
+        (x, y),
+        suite=[rk.attacks.FGSM(eps=0.1), transfer],
+        checks=["large_eps", "black_box", "gradients"],
+    )
     fired = {c.name for c in report.flags}
-    assert fired == {"large eps reaches ~0 %", "black-box not stronger",
-                     "input gradients non-zero and finite"}
+    assert fired == {
+        "large eps reaches ~0 %",
+        "black-box not stronger",
+        "input gradients non-zero and finite",
+    }
     # the white-box number looks perfectly robust: exactly what the flags warn about
     assert report["FGSM"] == report["None"]
     assert report["Transfer(FGSM)"] < report["FGSM"] - 0.2
@@ -240,8 +286,14 @@ def test_checks_fire_on_a_quantised_zero_gradient_model(digits_model, test_set):
 def test_black_box_of_another_threat_model_is_not_compared(digits_model, test_set):
     x, y = test_set
     far = rk.attacks.Transfer(digits_model, rk.attacks.FGSM(eps=0.3))  # 3x the report's eps
-    report = rk.evaluate(digits_model, (x, y), suite=[rk.attacks.FGSM(eps=0.1), far], eps=0.1,
-                         checks=["black_box"], n=100)
+    report = rk.evaluate(
+        digits_model,
+        (x, y),
+        suite=[rk.attacks.FGSM(eps=0.1), far],
+        eps=0.1,
+        checks=["black_box"],
+        n=100,
+    )
     assert report["Transfer(FGSM)"] < report["FGSM"]  # stronger, but in a larger ball
     check = report.checks[0]
     assert check.flagged is None and "Transfer(FGSM)" in check.message
@@ -250,11 +302,13 @@ def test_black_box_of_another_threat_model_is_not_compared(digits_model, test_se
 def test_stochastic_model_is_flagged_and_eot_averages(digits_model, test_set):
     x, y = test_set
     noisy = _wrap(InputNoise(), digits_model)
-    checks = rk.evaluation.check_gradient_masking(noisy, (x, y), eps=0.1, n=64,
-                                                  checks=["stochastic"])
+    checks = rk.evaluation.check_gradient_masking(
+        noisy, (x, y), eps=0.1, n=64, checks=["stochastic"]
+    )
     assert checks[0].flagged and "EOT" in checks[0].message
-    calm = rk.evaluation.check_gradient_masking(digits_model, (x, y), eps=0.1, n=64,
-                                                checks=["stochastic"])
+    calm = rk.evaluation.check_gradient_masking(
+        digits_model, (x, y), eps=0.1, n=64, checks=["stochastic"]
+    )
     assert not calm[0].flagged
     eot = rk.evaluation.EOT(noisy, samples=16)
     spread_one = np.std([noisy(x[:32]).numpy() for _ in range(4)], axis=0).mean()
@@ -265,8 +319,10 @@ def test_stochastic_model_is_flagged_and_eot_averages(digits_model, test_set):
 # ------------------------------------------------------------------ suites
 def test_suites_resolve_attack_classes_by_name(digits_model):
     try:
-        built = {s: suites.build_suite(s, eps=0.1, surrogate=digits_model)
-                 for s in ("linf", "l2", "blackbox")}
+        built = {
+            s: suites.build_suite(s, eps=0.1, surrogate=digits_model)
+            for s in ("linf", "l2", "blackbox")
+        }
     except ImportError as e:
         pytest.skip(f"a suite attack class has not landed yet: {e}")
     assert list(built["linf"]) == ["PGD-40", "AA", "FWA-40", "TI-DIM"]
@@ -289,8 +345,9 @@ def test_paper_suite_on_digits(digits_at_model, digits_model, test_set, suite):
     except ImportError as e:
         pytest.skip(f"a suite attack class has not landed yet: {e}")
     eps = 1.0 if suite == "l2" else 0.1
-    report = rk.evaluate(digits_at_model, test_set, suite=suite, eps=eps, n=100,
-                         surrogate=digits_model)
+    report = rk.evaluate(
+        digits_at_model, test_set, suite=suite, eps=eps, n=100, surrogate=digits_model
+    )
     assert [a.name for a in report.attacks] == list(suites.SUITES[suite])
     assert report.worst_case <= min(a.accuracy for a in report.attacks) <= report["None"]
     assert all(a.outside_ball == 0 for a in report.attacks if a.name != "FWA-40")
@@ -303,13 +360,20 @@ def test_plots_render(digits_model, test_set, tmp_path):
     x, y = test_set
     curve_path = str(tmp_path / "curve.png")
     curves = rk.evaluation.plot_robustness_curve(
-        {"undefended": digits_model}, (x, y), [0.0, 0.05, 0.1, 0.3], attack="fgsm", path=curve_path, n=150
+        {"undefended": digits_model},
+        (x, y),
+        [0.0, 0.05, 0.1, 0.3],
+        attack="fgsm",
+        path=curve_path,
+        n=150,
     )
     acc = curves["undefended"]["accuracy"]
     assert acc[0] == pytest.approx(_accuracy(digits_model, x[:150], y[:150]))
     assert acc[-1] < acc[0] - 0.3
     grid_path = str(tmp_path / "grid.png")
-    out = rk.evaluation.plot_examples(digits_model, x[:6], y[:6], rk.attacks.FGSM(eps=0.2), grid_path)
+    out = rk.evaluation.plot_examples(
+        digits_model, x[:6], y[:6], rk.attacks.FGSM(eps=0.2), grid_path
+    )
     assert np.abs(out["x_adv"] - x[:6]).max() <= 0.2 + 1e-6
     from matplotlib.image import imread
 
@@ -324,8 +388,11 @@ def test_plots_render(digits_model, test_set, tmp_path):
 @pytest.fixture(scope="module")
 def exported(digits_model, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("cli") / "digits_cnn")
-    rk.export(digits_model, path, metadata={"dataset": "digits",
-                                            "threat_model": {"norm": "linf", "eps": 0.1}})
+    rk.export(
+        digits_model,
+        path,
+        metadata={"dataset": "digits", "threat_model": {"norm": "linf", "eps": 0.1}},
+    )
     return path
 
 
@@ -334,8 +401,21 @@ def test_cli_evaluate_writes_report_and_plot(exported, tmp_path, capsys):
     from robustkit import cli
 
     report, plot = tmp_path / "out" / "report.md", tmp_path / "curve.png"
-    code = cli.main(["evaluate", exported, "--attack", "fgsm", "--n", "60", "--no-checks",
-                     "--report", str(report), "--plot", str(plot)])
+    code = cli.main(
+        [
+            "evaluate",
+            exported,
+            "--attack",
+            "fgsm",
+            "--n",
+            "60",
+            "--no-checks",
+            "--report",
+            str(report),
+            "--plot",
+            str(plot),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     md = report.read_text()
@@ -351,7 +431,9 @@ def test_cli_evaluate_suite_options_are_checked(exported, capsys):
 
     assert cli.main(["evaluate", exported, "--suite", "blackbox"]) == 2
     assert "--surrogate" in capsys.readouterr().err
-    assert cli.main(["evaluate", exported, "--suite", "l2", "--surrogate", exported + "_missing"]) == 2
+    assert (
+        cli.main(["evaluate", exported, "--suite", "l2", "--surrogate", exported + "_missing"]) == 2
+    )
     assert "--surrogate" in capsys.readouterr().err
     assert cli.main(["evaluate", exported, "--attack", "fgsm", "--plot", "curve.jpg"]) == 2
     assert "--plot" in capsys.readouterr().err

@@ -49,7 +49,9 @@ def test_reload_gives_identical_logits_and_gradients(exported, digits_model, dig
     with tf.GradientTape() as tape:
         tape.watch(xt)
         loss = tf.reduce_sum(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=digits[3][:64], logits=loaded.serve(xt))
+            tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=digits[3][:64], logits=loaded.serve(xt)
+            )
         )
     grad = tape.gradient(loss, xt).numpy()
     assert np.all(np.isfinite(grad)) and np.abs(grad).sum(axis=(1, 2, 3)).min() > 0

@@ -67,8 +67,9 @@ def test_projection_mode_orders_similarity():
     x = rng.uniform(size=(6, 8, 8, 1)).astype("float32")
     noise = rng.uniform(size=x.shape).astype("float32")
     tf.random.set_seed(0)
-    mine = PerSampleMINE(None, mode="projection", projections=64, dim=16, steps=100,
-                         hidden=16, lr=3e-3)
+    mine = PerSampleMINE(
+        None, mode="projection", projections=64, dim=16, steps=100, hidden=16, lr=3e-3
+    )
     assert mine.resolved_mode() == "projection"
     assert mine.estimate(x, x).mean() > mine.estimate(x, noise).mean() + 0.3
 
@@ -99,8 +100,13 @@ def test_conv_mode_uses_first_convolution(digits_model):
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [({"steps": 0}, "steps"), ({"lr": -1.0}, "lr"), ({"mode": "dense"}, "mode"),
-     ({"hidden": 0}, "hidden"), ({"marginal": "permute"}, "marginal")],
+    [
+        ({"steps": 0}, "steps"),
+        ({"lr": -1.0}, "lr"),
+        ({"mode": "dense"}, "mode"),
+        ({"hidden": 0}, "hidden"),
+        ({"marginal": "permute"}, "marginal"),
+    ],
 )
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):

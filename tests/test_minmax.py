@@ -6,7 +6,12 @@ import pytest
 import tensorflow as tf
 
 import robustkit as rk
-from robustkit.attacks.minmax import MinMax, PenaltyMINE, supervised_criterion, unsupervised_criterion
+from robustkit.attacks.minmax import (
+    MinMax,
+    PenaltyMINE,
+    supervised_criterion,
+    unsupervised_criterion,
+)
 
 SMALL = dict(hidden=8, filters=4, mine_lr=1e-4)
 
@@ -84,10 +89,22 @@ def test_tracking_keeps_largest_or_lowest_mi():
         best = MinMax._init_best(x, maximize)
         atk = MinMax(hidden=4)
         f0 = tf.constant([0.0, 0.0, 0.2])
-        best = atk._track(best, x + 1, tf.constant([True, True, False]), tf.constant([1.0, 5.0, 1.0]),
-                          f0, maximize)
-        best = atk._track(best, x + 2, tf.constant([True, False, False]), tf.constant([2.0, 9.0, 1.0]),
-                          tf.constant([0.0, 0.3, 0.1]), maximize)
+        best = atk._track(
+            best,
+            x + 1,
+            tf.constant([True, True, False]),
+            tf.constant([1.0, 5.0, 1.0]),
+            f0,
+            maximize,
+        )
+        best = atk._track(
+            best,
+            x + 2,
+            tf.constant([True, False, False]),
+            tf.constant([2.0, 9.0, 1.0]),
+            tf.constant([0.0, 0.3, 0.1]),
+            maximize,
+        )
         np.testing.assert_allclose(best[1], expect)
         np.testing.assert_array_equal(best[2], [True, True, False])
         # a failed iterate never replaces a success; among failures the lower f wins
@@ -96,9 +113,16 @@ def test_tracking_keeps_largest_or_lowest_mi():
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [({"eps": 0}, "eps"), ({"steps": 0}, "steps"), ({"alpha": -1}, "alpha"),
-     ({"beta": 0}, "beta"), ({"c0": -1}, "c0"), ({"criterion": "ssim"}, "criterion"),
-     ({"criterion": "unsupervised", "targeted": True}, "targeted"), ({"mine_lr": 0}, "mine_lr")],
+    [
+        ({"eps": 0}, "eps"),
+        ({"steps": 0}, "steps"),
+        ({"alpha": -1}, "alpha"),
+        ({"beta": 0}, "beta"),
+        ({"c0": -1}, "c0"),
+        ({"criterion": "ssim"}, "criterion"),
+        ({"criterion": "unsupervised", "targeted": True}, "targeted"),
+        ({"mine_lr": 0}, "mine_lr"),
+    ],
 )
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -129,7 +153,9 @@ def test_config_round_trip():
 def test_cli_parses_the_mine_subcommands():
     from robustkit.cli import build_parser
 
-    args = build_parser().parse_args(["attack", "minmax", "some/export", "--n", "4", "--steps", "5"])
+    args = build_parser().parse_args(
+        ["attack", "minmax", "some/export", "--n", "4", "--steps", "5"]
+    )
     assert (args.name, args.path, args.n, args.steps) == ("minmax", "some/export", 4, 5)
     args = build_parser().parse_args(["uae", "--autoencoder", "conv", "--dataset", "mnist"])
     assert (args.autoencoder, args.dataset) == ("conv", "mnist")
@@ -143,8 +169,23 @@ def test_cli_attack_minmax_on_an_export(digits_model, tmp_path):
     path = str(tmp_path / "digits_cnn")
     export(digits_model, path, metadata={"dataset": "digits"})
     png = str(tmp_path / "grid.png")
-    code = main(["attack", "minmax", path, "--n", "4", "--steps", "30", "--eps", "0.3",
-                 "--projections", "20", "--out", png])
+    code = main(
+        [
+            "attack",
+            "minmax",
+            path,
+            "--n",
+            "4",
+            "--steps",
+            "30",
+            "--eps",
+            "0.3",
+            "--projections",
+            "20",
+            "--out",
+            png,
+        ]
+    )
     assert code == 0
     with open(png, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -91,7 +91,9 @@ FULL = [
 ]
 
 
-@pytest.mark.parametrize("builder,kwargs,expected", FULL, ids=lambda v: getattr(v, "__name__", None))
+@pytest.mark.parametrize(
+    "builder,kwargs,expected", FULL, ids=lambda v: getattr(v, "__name__", None)
+)
 def test_full_size_parameter_counts(builder, kwargs, expected):
     model = builder(**kwargs)
     assert _trainable(model) == expected
@@ -106,7 +108,9 @@ NARROW = [
 ]
 
 
-@pytest.mark.parametrize("builder,kwargs,expected", NARROW, ids=lambda v: getattr(v, "__name__", None))
+@pytest.mark.parametrize(
+    "builder,kwargs,expected", NARROW, ids=lambda v: getattr(v, "__name__", None)
+)
 def test_narrow_models_shapes_and_counts(builder, kwargs, expected):
     # MNIST-sized grey input and 7 classes: the width and input arguments are honoured.
     model = builder(input_shape=(28, 28, 1), num_classes=7, **kwargs)
@@ -133,8 +137,12 @@ def test_cifar_stem_keeps_resolution():
 
 @pytest.mark.parametrize(
     "builder,kwargs",
-    [(rk.models.resnet18, {"base_filters": 4}), (rk.models.preact_resnet18, {"base_filters": 4}),
-     (rk.models.vgg19, {"base_filters": 4}), (rk.models.wide_resnet, {"depth": 10, "width": 1})],
+    [
+        (rk.models.resnet18, {"base_filters": 4}),
+        (rk.models.preact_resnet18, {"base_filters": 4}),
+        (rk.models.vgg19, {"base_filters": 4}),
+        (rk.models.wide_resnet, {"depth": 10, "width": 1}),
+    ],
     ids=["resnet18", "preact_resnet18", "vgg19", "wide_resnet"],
 )
 def test_keras_round_trip_identical_logits(builder, kwargs, tmp_path):

@@ -14,7 +14,6 @@ import robustkit as rk
 from robustkit import namid_pipeline
 from robustkit.estimators import (
     AdversarialMIEstimator,
-    MIEstimator,
     MIMonitor,
     NaturalMIEstimator,
     select_samples,
@@ -22,7 +21,14 @@ from robustkit.estimators import (
     train_standard_estimator,
 )
 from robustkit.estimators.namid import estimator_losses, training_set
-from robustkit.objectives.mi import NAMID, NAMID_M, NAMID_T, WMIM, l_cos, namid_mi_loss, selection_mask
+from robustkit.objectives.mi import (
+    NAMID,
+    NAMID_M,
+    NAMID_T,
+    WMIM,
+    l_cos,
+    selection_mask,
+)
 
 EPS = 0.1
 FEATURES = 32
@@ -40,10 +46,24 @@ def stage2(digits, digits_model):
     x, y = digits[0][:600], digits[1][:600]
     attack = rk.attacks.PGD(eps=EPS, steps=5, seed=0)
     nat, adv, info = train_namid_estimators(
-        digits_model, (x, y), attack, features=FEATURES, epochs=3, batch_size=128, milestones=(), seed=0
+        digits_model,
+        (x, y),
+        attack,
+        features=FEATURES,
+        epochs=3,
+        batch_size=128,
+        milestones=(),
+        seed=0,
     )
     std, _ = train_standard_estimator(
-        digits_model, (x, y), attack, features=FEATURES, epochs=2, batch_size=128, milestones=(), seed=0
+        digits_model,
+        (x, y),
+        attack,
+        features=FEATURES,
+        epochs=2,
+        batch_size=128,
+        milestones=(),
+        seed=0,
     )
     return nat, adv, std, info
 
@@ -55,8 +75,15 @@ def stage2_cosine(digits, digits_model):
     module notes in robustkit/objectives/mi.py.)"""
     x, y = digits[0][:600], digits[1][:600]
     nat, adv, _ = train_namid_estimators(
-        digits_model, (x, y), rk.attacks.PGD(eps=EPS, steps=5, seed=0), features=FEATURES,
-        epochs=3, batch_size=128, milestones=(), objective="cosine", seed=0,
+        digits_model,
+        (x, y),
+        rk.attacks.PGD(eps=EPS, steps=5, seed=0),
+        features=FEATURES,
+        epochs=3,
+        batch_size=128,
+        milestones=(),
+        objective="cosine",
+        seed=0,
     )
     return nat, adv
 
@@ -107,13 +134,21 @@ def test_stage2_training_set_choice():
 def test_stage2_falls_back_to_dv_without_correct_samples(digits):
     x, y = digits[0][:64], digits[1][:64]
     # a constant classifier that always predicts class 1
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(10, kernel_initializer="zeros",
-                                                 bias_initializer=keras.initializers.Constant(
-                                                     [-1.0] + [1.0] * 9))])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(
+                10,
+                kernel_initializer="zeros",
+                bias_initializer=keras.initializers.Constant([-1.0] + [1.0] * 9),
+            ),
+        ]
+    )
     y = np.zeros_like(y)  # every label 0: no clean-correct sample
-    _, _, info = train_namid_estimators(model, (x, y), rk.attacks.PGD(eps=EPS, steps=1),
-                                        features=8, epochs=1, batch_size=32)
+    _, _, info = train_namid_estimators(
+        model, (x, y), rk.attacks.PGD(eps=EPS, steps=1), features=8, epochs=1, batch_size=32
+    )
     assert info["counts"]["C"] == 0 and info["used"] == "all" and info["objective"] == "dv"
 
 
@@ -187,7 +222,11 @@ def test_l_cos_and_selection_mask():
     adv = np.eye(3, dtype="float32")[[1, 1, 0]]
     assert selection_mask("wrong", y, clean, adv).numpy().tolist() == [1.0, 0.0, 0.0]
     assert selection_mask("correct", y, clean, adv).numpy().tolist() == [1.0, 1.0, 0.0]
-    assert selection_mask("all", y, clean, adv, sample_weight=[1.0, 0.5, 2.0]).numpy().tolist() == [1.0, 0.5, 2.0]
+    assert selection_mask("all", y, clean, adv, sample_weight=[1.0, 0.5, 2.0]).numpy().tolist() == [
+        1.0,
+        0.5,
+        2.0,
+    ]
 
 
 def test_namid_loss_equals_its_formula(stage2, digits):
@@ -203,7 +242,7 @@ def test_namid_loss_equals_its_formula(stage2, digits):
     total, parts = obj(y, la, lc, x=x, x_adv=x_adv)
     en_a, en_n = nat.mi(x, x_adv, la).numpy(), nat.mi(x, x_adv, lc).numpy()
     ea_a, ea_n = adv.mi(x, x_adv, la).numpy(), adv.mi(x, x_adv, lc).numpy()
-    cos = lambda a, b: abs(1 - a @ b / np.sqrt((a @ a) * (b @ b)))  # noqa: E731
+    cos = lambda a, b: abs(1 - a @ b / np.sqrt((a @ a) * (b @ b)))
     l_mi = cos(en_a, en_n) + cos(ea_a, ea_n) + 0.1 * np.mean(ea_a - en_a)
     ce = np.mean(-tf.nn.log_softmax(la).numpy()[np.arange(16), y])
     assert abs(float(parts["l_mi"]) - l_mi) < 1e-3
@@ -247,12 +286,29 @@ def test_wmim_loss_equals_its_formula(stage2, digits):
     "make, match",
     [
         (lambda: NAMID(), "natural_estimator"),
-        (lambda: NAMID(AdversarialMIEstimator((8, 8, 1), 10, features=4),
-                       AdversarialMIEstimator((8, 8, 1), 10, features=4)), "pattern"),
-        (lambda: NAMID(NaturalMIEstimator((8, 8, 1), 10, features=4),
-                       AdversarialMIEstimator((8, 8, 1), 10, features=4), alpha=-1), "alpha"),
-        (lambda: NAMID_T(NaturalMIEstimator((8, 8, 1), 10, features=4),
-                         AdversarialMIEstimator((8, 8, 1), 10, features=4), select="some"), "select"),
+        (
+            lambda: NAMID(
+                AdversarialMIEstimator((8, 8, 1), 10, features=4),
+                AdversarialMIEstimator((8, 8, 1), 10, features=4),
+            ),
+            "pattern",
+        ),
+        (
+            lambda: NAMID(
+                NaturalMIEstimator((8, 8, 1), 10, features=4),
+                AdversarialMIEstimator((8, 8, 1), 10, features=4),
+                alpha=-1,
+            ),
+            "alpha",
+        ),
+        (
+            lambda: NAMID_T(
+                NaturalMIEstimator((8, 8, 1), 10, features=4),
+                AdversarialMIEstimator((8, 8, 1), 10, features=4),
+                select="some",
+            ),
+            "select",
+        ),
         (lambda: WMIM(NaturalMIEstimator((8, 8, 1), 10, features=4)), "standard"),
         (lambda: NAMID(estimators_path="/nonexistent/dir"), "estimators_path"),
     ],
@@ -268,14 +324,18 @@ def test_registry_names():
 
 
 # ------------------------------------------------ training through model.fit
-@pytest.mark.parametrize("name", [
-    "namid",
-    pytest.param("namid_t", marks=pytest.mark.slow),
-    pytest.param("namid_m", marks=pytest.mark.slow),
-    pytest.param("wmim", marks=pytest.mark.slow),
-])
-def test_defense_trains_and_beats_undefended_model(name, stage2, stage2_cosine, digits, digits_model,
-                                                   tmp_path):
+@pytest.mark.parametrize(
+    "name",
+    [
+        "namid",
+        pytest.param("namid_t", marks=pytest.mark.slow),
+        pytest.param("namid_m", marks=pytest.mark.slow),
+        pytest.param("wmim", marks=pytest.mark.slow),
+    ],
+)
+def test_defense_trains_and_beats_undefended_model(
+    name, stage2, stage2_cosine, digits, digits_model, tmp_path
+):
     _, _, std, _ = stage2
     nat, adv = stage2_cosine
     x, y, x_te, y_te = digits
@@ -289,7 +349,9 @@ def test_defense_trains_and_beats_undefended_model(name, stage2, stage2_cosine, 
     }[name]()
     keras.utils.set_random_seed(0)
     base = rk.models.small_cnn((8, 8, 1))
-    base.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    base.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     base.fit(x, y, batch_size=64, epochs=1, verbose=0)  # the clean warm-up
     model = rk.RobustModel(base, objective=obj, attack=rk.attacks.PGD(eps=EPS, steps=3))
     model.compile(optimizer=keras.optimizers.Adam(2e-3))
@@ -308,20 +370,28 @@ def test_defense_trains_and_beats_undefended_model(name, stage2, stage2_cosine, 
     assert np.array_equal(again.predict(x_te[:32], verbose=0), model.predict(x_te[:32], verbose=0))
     lc, la = base(x_te[:32]), base(np.clip(x_te[:32] + 0.05, 0, 1))
     kw = {"x": x_te[:32], "x_adv": np.clip(x_te[:32] + 0.05, 0, 1)}
-    assert float(again.objective(y_te[:32], la, lc, **kw)[0]) == float(obj(y_te[:32], la, lc, **kw)[0])
+    assert float(again.objective(y_te[:32], la, lc, **kw)[0]) == float(
+        obj(y_te[:32], la, lc, **kw)[0]
+    )
 
 
 # ----------------------------------------------------------------- monitor
 def test_mi_monitor_logs_natural_and_adversarial_mi(stage2, digits):
     nat, adv, _, _ = stage2
     x, y, x_te, y_te = digits
-    model = rk.RobustModel(rk.models.small_cnn((8, 8, 1)), objective=NAMID(nat, adv),
-                           attack=rk.attacks.PGD(eps=EPS, steps=2))
+    model = rk.RobustModel(
+        rk.models.small_cnn((8, 8, 1)),
+        objective=NAMID(nat, adv),
+        attack=rk.attacks.PGD(eps=EPS, steps=2),
+    )
     model.compile(optimizer="adam")
     # no random start: the check below recomputes the same figures
-    monitor = MIMonitor((x_te, y_te), attack=rk.attacks.PGD(eps=EPS, steps=2, random_start=False),
-                        max_examples=200)
-    hist = model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0, callbacks=[monitor]).history
+    monitor = MIMonitor(
+        (x_te, y_te), attack=rk.attacks.PGD(eps=EPS, steps=2, random_start=False), max_examples=200
+    )
+    hist = model.fit(
+        x[:256], y[:256], batch_size=64, epochs=1, verbose=0, callbacks=[monitor]
+    ).history
     n, a = hist["val_natural_mi"][0], hist["val_adversarial_mi"][0]
     assert np.isfinite(n) and np.isfinite(a)
     assert (n, a) == pytest.approx(monitor.compute(model), abs=1e-4)
@@ -333,11 +403,17 @@ def test_mi_monitor_logs_natural_and_adversarial_mi(stage2, digits):
 def test_pipeline_runs_end_to_end_and_caches_stages(digits, tmp_path):
     x, y = digits[0][:256], digits[1][:256]
     kwargs = dict(
-        attack=rk.attacks.PGD(eps=EPS, steps=2), out_dir=str(tmp_path), stage1_epochs=1,
-        estimator_epochs=1, epochs=1, warmup_epochs=1, batch_size=64,
-        estimator_kwargs={"features": 8, "batch_size": 64}, verbose=0,
+        attack=rk.attacks.PGD(eps=EPS, steps=2),
+        out_dir=str(tmp_path),
+        stage1_epochs=1,
+        estimator_epochs=1,
+        epochs=1,
+        warmup_epochs=1,
+        batch_size=64,
+        estimator_kwargs={"features": 8, "batch_size": 64},
+        verbose=0,
     )
-    model_fn = lambda: rk.models.small_cnn((8, 8, 1), width=8, dense=16)  # noqa: E731
+    model_fn = lambda: rk.models.small_cnn((8, 8, 1), width=8, dense=16)
     first = namid_pipeline.run("namid", model_fn, (x, y), **kwargs)
     assert first["ran"] == ["target", "estimators", "model"]
     assert isinstance(first["model"].objective, NAMID)
@@ -347,8 +423,9 @@ def test_pipeline_runs_end_to_end_and_caches_stages(digits, tmp_path):
         assert set(json.load(f)["counts"]) == {"C", "W", "R"}
     second = namid_pipeline.run("namid", model_fn, (x, y), **kwargs)
     assert second["ran"] == [] and second["skipped"] == ["target", "estimators", "model"]
-    assert np.array_equal(second["model"].predict(x[:16], verbose=0),
-                          first["model"].predict(x[:16], verbose=0))
+    assert np.array_equal(
+        second["model"].predict(x[:16], verbose=0), first["model"].predict(x[:16], verbose=0)
+    )
     # other settings in the same folder are refused
     with pytest.raises(ValueError, match="other settings"):
         namid_pipeline.run("namid", model_fn, (x, y), **dict(kwargs, epochs=2))

@@ -45,7 +45,7 @@ def test_trades_hand_computed():
     clean = np.array([[2.0, 0.0]], "float32")
     adv = np.array([[1.0, 1.0]], "float32")
     total, parts = trades_loss(y, adv, clean, beta=6.0)
-    natural = math.log(1 + math.exp(-2))                      # 0.126928
+    natural = math.log(1 + math.exp(-2))  # 0.126928
     kl = 0.880797 * math.log(0.880797 / 0.5) + 0.119203 * math.log(0.119203 / 0.5)  # 0.327817
     assert float(parts["natural"]) == pytest.approx(natural, abs=1e-5)
     assert float(parts["kl"]) == pytest.approx(kl, abs=1e-5)
@@ -86,12 +86,18 @@ def test_sample_weight_weights_examples():
 def test_objective_classes_and_inner_attack_settings():
     assert (rk.objectives.AT().attack_loss, rk.objectives.AT().attack_start) == ("ce", None)
     trades = rk.objectives.TRADES(beta=3.0)
-    assert (trades.attack_loss, trades.attack_start, trades.needs_clean_logits) == ("kl", "normal", True)
+    assert (trades.attack_loss, trades.attack_start, trades.needs_clean_logits) == (
+        "kl",
+        "normal",
+        True,
+    )
     mart = rk.objectives.MART(beta=5.0)
     assert (mart.attack_loss, mart.attack_start) == ("ce", "normal")
     assert rk.objectives.get("trades", beta=2.0).beta == 2.0
     assert type(rk.objectives.TRADES.from_config(trades.get_config())) is rk.objectives.TRADES
-    total, parts = mart(np.array([1]), np.array([[0.0, 1.0]], "float32"), np.array([[0.0, 1.0]], "float32"))
+    total, parts = mart(
+        np.array([1]), np.array([[0.0, 1.0]], "float32"), np.array([[0.0, 1.0]], "float32")
+    )
     assert set(parts) == set(mart.parts)
 
 

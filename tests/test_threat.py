@@ -106,7 +106,7 @@ def test_l2_uniform_start_is_uniform_in_the_ball():
     r = tm.norm_of(tm.random_start(x, seed=3) - x).numpy()
     assert r.max() <= 0.2 + 1e-6
     assert r.mean() == pytest.approx(0.8 * 0.2, rel=0.03)
-    assert np.mean(r < 0.1) == pytest.approx(0.5 ** 4, abs=0.02)  # P(r < eps/2) = 2^-d
+    assert np.mean(r < 0.1) == pytest.approx(0.5**4, abs=0.02)  # P(r < eps/2) = 2^-d
 
 
 def test_l2_uniform_start_directions_are_isotropic():

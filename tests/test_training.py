@@ -3,7 +3,6 @@ step, metrics are right (also under MirroredStrategy), and models round-trip."""
 
 import csv
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -43,7 +42,11 @@ def test_each_defense_trains_and_beats_undefended_model(defense, digits, digits_
     x_tr, y_tr, x_te, y_te = digits
     model = _robust_model(defense)
     hist = model.fit(
-        x_tr, y_tr, epochs=6, batch_size=64, verbose=0,
+        x_tr,
+        y_tr,
+        epochs=6,
+        batch_size=64,
+        verbose=0,
         callbacks=[rk.callbacks.EpsilonWarmup(epochs=2)],
     )
     parts = set(rk.objectives.get(defense).parts)
@@ -73,7 +76,8 @@ def test_fit_on_tf_data_and_validation(digits):
 def test_test_attack_reports_adversarial_accuracy(digits, digits_model):
     _, _, x_te, y_te = digits
     model = rk.RobustModel(
-        digits_model, attack=rk.attacks.PGD(eps=0.1, steps=3),
+        digits_model,
+        attack=rk.attacks.PGD(eps=0.1, steps=3),
         test_attack=rk.attacks.PGD(eps=0.1, steps=10, random_start=False),
     )
     model.compile(optimizer="adam")
@@ -95,7 +99,9 @@ def test_epsilon_warmup_reaches_the_traced_step(digits):
         on_train_batch_end=lambda b, logs: seen.append(float(model.eps.numpy()))
     )
     warm = rk.callbacks.EpsilonWarmup(steps=2 * n_batches)
-    hist = model.fit(x, y, epochs=1, batch_size=64, shuffle=False, verbose=0, callbacks=[warm, recorder])
+    hist = model.fit(
+        x, y, epochs=1, batch_size=64, shuffle=False, verbose=0, callbacks=[warm, recorder]
+    )
     ramp = [0.2 * (k + 1) / (2 * n_batches) for k in range(n_batches)]
     np.testing.assert_allclose(seen, ramp, rtol=1e-5)
     # the logged perturbation size follows the ramp (its epoch mean), not the full eps
@@ -112,13 +118,17 @@ def test_robust_evaluation_feeds_keras_callbacks(digits, tmp_path):
     cbs = [
         rk.callbacks.RobustEvaluation((x_te, y_te), max_examples=100),
         keras.callbacks.CSVLogger(str(csv_path)),
-        keras.callbacks.ModelCheckpoint(str(ckpt), monitor="val_robust_accuracy", mode="max", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(
+            str(ckpt), monitor="val_robust_accuracy", mode="max", save_best_only=True
+        ),
     ]
     model.fit(x_tr[:256], y_tr[:256], epochs=2, batch_size=64, verbose=0, callbacks=cbs)
     rows = list(csv.DictReader(open(csv_path)))
     assert len(rows) == 2 and "val_robust_accuracy" in rows[0]
     logged = float(rows[-1]["val_robust_accuracy"])
-    clean, robust = clean_and_robust_accuracy(model, x_te[:100], y_te[:100], rk.attacks.PGD(eps=0.1, steps=20))
+    clean, robust = clean_and_robust_accuracy(
+        model, x_te[:100], y_te[:100], rk.attacks.PGD(eps=0.1, steps=20)
+    )
     assert 0.0 <= logged <= float(rows[-1]["val_clean_accuracy"])
     assert abs(logged - robust) < 0.1  # same attack up to its random start
     assert ckpt.exists()
@@ -127,7 +137,7 @@ def test_robust_evaluation_feeds_keras_callbacks(digits, tmp_path):
 def test_best_robust_checkpoint_restores_best_weights(digits, tmp_path):
     x_tr, y_tr, _, _ = digits
     model = _robust_model(steps=1)
-    scores = [(0.5, 0.1), (0.9, 0.7), (0.8, 0.2)]   # best (clean + robust) / 2 at epoch 1
+    scores = [(0.5, 0.1), (0.9, 0.7), (0.8, 0.2)]  # best (clean + robust) / 2 at epoch 1
     snapshots = []
 
     class FakeEval(keras.callbacks.Callback):
@@ -137,14 +147,18 @@ def test_best_robust_checkpoint_restores_best_weights(digits, tmp_path):
 
     path = tmp_path / "best.weights.h5"
     best = rk.callbacks.BestRobustCheckpoint(str(path))
-    model.fit(x_tr[:128], y_tr[:128], epochs=3, batch_size=64, verbose=0, callbacks=[FakeEval(), best])
+    model.fit(
+        x_tr[:128], y_tr[:128], epochs=3, batch_size=64, verbose=0, callbacks=[FakeEval(), best]
+    )
     assert best.best_epoch == 1 and best.best_score == pytest.approx(0.8)
     for w, ref in zip(model.weights, snapshots[1]):
         np.testing.assert_array_equal(w.numpy(), ref)
     assert not all(np.array_equal(a, b) for a, b in zip(snapshots[1], snapshots[2]))
     fresh = rk.models.small_cnn((8, 8, 1))
     fresh.load_weights(str(path))
-    np.testing.assert_allclose(fresh.predict(x_tr[:8], verbose=0), model.predict(x_tr[:8], verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        fresh.predict(x_tr[:8], verbose=0), model.predict(x_tr[:8], verbose=0), atol=1e-6
+    )
 
 
 def test_keras_file_round_trip(digits, tmp_path):
@@ -159,7 +173,9 @@ def test_keras_file_round_trip(digits, tmp_path):
     assert isinstance(loaded.objective, rk.objectives.TRADES) and loaded.objective.beta == 3.0
     assert loaded.attack.get_config() == model.attack.get_config()
     assert float(loaded.eps.numpy()) == pytest.approx(0.05)
-    np.testing.assert_array_equal(loaded.predict(x_tr[:32], verbose=0), model.predict(x_tr[:32], verbose=0))
+    np.testing.assert_array_equal(
+        loaded.predict(x_tr[:32], verbose=0), model.predict(x_tr[:32], verbose=0)
+    )
     assert int(loaded.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())
     loaded.fit(x_tr[:64], y_tr[:64], epochs=1, batch_size=64, verbose=0)  # still trains
 
@@ -219,12 +235,14 @@ def test_mirrored_strategy_logs_match_single_device(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
-    res = json.loads(line[len("RESULT"):])
+    res = json.loads(line[len("RESULT") :])
     for defense in defenses:
         one, mirrored = res[defense + "/one"], res[defense + "/mirrored"]
         assert set(one) == set(mirrored)
         for key in one:
             # MART's inner attack starts from x + 0.001 N(0, 1), drawn per device
-            np.testing.assert_allclose(mirrored[key], one[key], atol=0.02, err_msg=f"{defense} {key}")
+            np.testing.assert_allclose(
+                mirrored[key], one[key], atol=0.02, err_msg=f"{defense} {key}"
+            )
         assert one["loss"][0] > 1.0  # not divided by the replica count
         assert mirrored["clean_accuracy"][-1] > 0.1

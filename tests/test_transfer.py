@@ -17,21 +17,32 @@ def surrogate(digits):
     """An independently trained, differently shaped undefended digits classifier."""
     x_tr, y_tr, _, _ = digits
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)])
-    model.compile(optimizer=keras.optimizers.Adam(3e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     model.fit(x_tr, y_tr, batch_size=64, epochs=12, verbose=0)
     return model
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.2), ("l2", 1.5)])
-def test_transfer_lowers_target_accuracy_and_stays_in_ball(surrogate, digits_model, digits, norm, eps):
+def test_transfer_lowers_target_accuracy_and_stays_in_ball(
+    surrogate, digits_model, digits, norm, eps
+):
     _, _, x, y = digits
 
     def target_without_gradients(t):  # the target is only ever queried for outputs
         return tf.numpy_function(
-            lambda a: digits_model.predict_on_batch(a).astype("float32"), [t], tf.float32)
+            lambda a: digits_model.predict_on_batch(a).astype("float32"), [t], tf.float32
+        )
 
     atk = rk.attacks.Transfer(surrogate, rk.attacks.PGD(eps=eps, norm=norm, steps=10, seed=0))
     x_adv = atk(target_without_gradients, x, y)
@@ -44,15 +55,18 @@ def test_transfer_lowers_target_accuracy_and_stays_in_ball(surrogate, digits_mod
     # the examples are the surrogate's: the surrogate is fooled far more often
     assert _acc(surrogate, x_adv, y) < transferred
     # a white-box attack with the same budget is at least as strong as the transfer
-    white = _acc(digits_model, rk.attacks.PGD(eps=eps, norm=norm, steps=10, seed=0)(digits_model, x, y), y)
+    white = _acc(
+        digits_model, rk.attacks.PGD(eps=eps, norm=norm, steps=10, seed=0)(digits_model, x, y), y
+    )
     assert white <= transferred
 
 
 def test_transfer_of_autoattack(surrogate, digits_model, digits):
     _, _, x, y = digits
     x, y = x[:150], y[:150]
-    inner = rk.attacks.AutoAttack(eps=0.2, attacks=["apgd-ce", "apgd-t"], steps=10,
-                                  n_target_classes=2, seed=0)
+    inner = rk.attacks.AutoAttack(
+        eps=0.2, attacks=["apgd-ce", "apgd-t"], steps=10, n_target_classes=2, seed=0
+    )
     x_adv = rk.attacks.Transfer(surrogate, inner)(digits_model, x, y)
     assert np.abs(x_adv - x).max() <= 0.2 + 1e-5
     assert _acc(digits_model, x_adv, y) < _acc(digits_model, x, y) - 0.15

@@ -108,7 +108,7 @@ def test_step_size_above_eps_under_linf():
     assert PGD(eps=0.5, step_size=1.0, norm="l2").step_size == 1.0  # fine under L2
 
 
-@pytest.mark.parametrize("norm", ["l1", "inf", None, 2])
+@pytest.mark.parametrize("norm", ["l0", "inf", None, 2])
 def test_unknown_norm(norm):
     with pytest.raises(ValueError, match=r"Unknown `norm`"):
         PGD(eps=0.1, norm=norm)

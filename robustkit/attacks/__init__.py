@@ -8,23 +8,43 @@ Example:
 True
 """
 
+from robustkit.attacks.apgd import APGD, APGDT
+from robustkit.attacks.autoattack import AutoAttack
 from robustkit.attacks.base import Attack, as_logits_fn, attack_loss
-from robustkit.attacks.pgd import FGSM, PGD
-from robustkit.attacks.mim import MIM, TIDIM
 from robustkit.attacks.cw import CW
 from robustkit.attacks.ddn import DDN
-from robustkit.attacks.fwa import FWA
-from robustkit.attacks.apgd import APGD, APGDT
 from robustkit.attacks.fab import FAB
+from robustkit.attacks.fwa import FWA
+from robustkit.attacks.mim import MIM, TIDIM
+from robustkit.attacks.minmax import (
+    MinMax,
+    PenaltyMINE,
+    supervised_criterion,
+    unsupervised_criterion,
+)
+from robustkit.attacks.pgd import FGSM, PGD
 from robustkit.attacks.square import Square
-from robustkit.attacks.autoattack import AutoAttack
 from robustkit.attacks.transfer import Transfer
-from robustkit.attacks.minmax import MinMax, PenaltyMINE, supervised_criterion, unsupervised_criterion
 
 __all__ = [
-    "Attack", "as_logits_fn", "attack_loss",
-    "FGSM", "PGD", "MIM", "TIDIM",
-    "CW", "DDN", "FWA",
-    "APGD", "APGDT", "FAB", "Square", "AutoAttack", "Transfer",
-    "MinMax", "PenaltyMINE", "supervised_criterion", "unsupervised_criterion",
+    "Attack",
+    "as_logits_fn",
+    "attack_loss",
+    "FGSM",
+    "PGD",
+    "MIM",
+    "TIDIM",
+    "CW",
+    "DDN",
+    "FWA",
+    "APGD",
+    "APGDT",
+    "FAB",
+    "Square",
+    "AutoAttack",
+    "Transfer",
+    "MinMax",
+    "PenaltyMINE",
+    "supervised_criterion",
+    "unsupervised_criterion",
 ]

@@ -53,7 +53,9 @@ def dlr_loss(logits, y, target=None):
     z_y = tf.gather(logits, y, batch_dims=1)
     if target is None:
         onehot = tf.one_hot(y, tf.shape(logits)[-1], dtype=logits.dtype)
-        other = tf.reduce_max(tf.where(onehot > 0, tf.fill(tf.shape(logits), -1e30), logits), axis=-1)
+        other = tf.reduce_max(
+            tf.where(onehot > 0, tf.fill(tf.shape(logits), -1e30), logits), axis=-1
+        )
         return -(z_y - other) / (top[:, 0] - top[:, 2] + _TINY)
     z_t = tf.gather(logits, tf.cast(target, tf.int64), batch_dims=1)
     return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _TINY)
@@ -186,7 +188,7 @@ class APGD(Attack):
         seed=None,
     ):
         super().__init__(batch_size=batch_size, jit_compile=jit_compile, seed=seed)
-        self.threat = threat_lib.get(norm, eps)
+        self.threat = self._make_threat(norm, eps)
         self.eps = self.threat.eps
         self.norm = self.threat.norm
         self.steps = check_int(steps, "steps")
@@ -205,8 +207,14 @@ class APGD(Attack):
     def get_config(self):
         config = super().get_config()
         config.update(
-            eps=self.eps, norm=self.norm, steps=self.steps, restarts=self.restarts,
-            loss=self.loss, rho=self.rho, alpha=self.alpha, eot_iter=self.eot_iter,
+            eps=self.eps,
+            norm=self.norm,
+            steps=self.steps,
+            restarts=self.restarts,
+            loss=self.loss,
+            rho=self.rho,
+            alpha=self.alpha,
+            eot_iter=self.eot_iter,
             loop=self.loop,
         )
         return config
@@ -240,7 +248,8 @@ class APGD(Attack):
                 logits = model_fn(x)
                 if self.loss == "ce" and target is None:
                     per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                        labels=tf.cast(y, tf.int32), logits=logits)
+                        labels=tf.cast(y, tf.int32), logits=logits
+                    )
                 else:
                     per_example = dlr_loss(logits, y, target)
                 total = tf.reduce_sum(per_example)
@@ -274,7 +283,9 @@ class APGD(Attack):
         def evaluate(x_eval, active):
             idx = active_indices(active)
             logits, loss, grad = self._loss_grad(
-                model_fn, tf.gather(x_eval, idx), tf.gather(y, idx),
+                model_fn,
+                tf.gather(x_eval, idx),
+                tf.gather(y, idx),
                 tf.gather(target_all, idx) if use_target else None,
             )
             fooled = tf.not_equal(tf.argmax(logits, -1), tf.gather(y, idx))
@@ -302,16 +313,37 @@ class APGD(Attack):
         alpha, rho = self.alpha, self.rho
 
         state = (
-            x0, x0, grad0, loss0,          # x_k, x_{k-1}, grad, loss at x_k
-            x0, grad0, loss0,              # x_max, grad at x_max, loss_max
-            eta, zeros_b,                  # step size, count of increases
-            loss0, tf.zeros([batch], tf.bool),  # loss_max at last ckpt, halved at last ckpt
-            best_x, best_fooled,
+            x0,
+            x0,
+            grad0,
+            loss0,  # x_k, x_{k-1}, grad, loss at x_k
+            x0,
+            grad0,
+            loss0,  # x_max, grad at x_max, loss_max
+            eta,
+            zeros_b,  # step size, count of increases
+            loss0,
+            tf.zeros([batch], tf.bool),  # loss_max at last ckpt, halved at last ckpt
+            best_x,
+            best_fooled,
         )
 
         def body(k, s):
-            (x_k, x_prev, grad, loss_k, x_max, grad_max, loss_max, eta, count,
-             loss_ckpt, halved_ckpt, bx, bf) = s
+            (
+                x_k,
+                x_prev,
+                grad,
+                loss_k,
+                x_max,
+                grad_max,
+                loss_max,
+                eta,
+                count,
+                loss_ckpt,
+                halved_ckpt,
+                bx,
+                bf,
+            ) = s
             active = tf.logical_not(bf)
             z = self.threat.project(self.threat.step(x_k, grad, eta), x)
             a = tf.where(k > 0, alpha, 1.0)
@@ -344,11 +376,27 @@ class APGD(Attack):
             count = tf.where(ckpt, tf.zeros_like(count), count)
             loss_ckpt = tf.where(ckpt, loss_max, loss_ckpt)
             halved_ckpt = tf.where(ckpt, halve, halved_ckpt)
-            return (x_k, x_prev, grad, loss_k, x_max, grad_max, loss_max, eta, count,
-                    loss_ckpt, halved_ckpt, bx, bf)
+            return (
+                x_k,
+                x_prev,
+                grad,
+                loss_k,
+                x_max,
+                grad_max,
+                loss_max,
+                eta,
+                count,
+                loss_ckpt,
+                halved_ckpt,
+                bx,
+                bf,
+            )
 
         state = while_or_unrolled(
-            body, state, self.steps, self._unrolled(),
+            body,
+            state,
+            self.steps,
+            self._unrolled(),
             cond=lambda s: tf.reduce_any(tf.logical_not(s[-1])),
         )
         x_max, bx, bf = state[4], state[-2], state[-1]
@@ -380,12 +428,35 @@ class APGDT(APGD):
 
     targeted = True
 
-    def __init__(self, eps=8 / 255, norm="linf", steps=100, restarts=1, n_target_classes=9,
-                 rho=0.75, alpha=0.75, eot_iter=1, loop="while", batch_size=500,
-                 jit_compile="auto", seed=None):
-        super().__init__(eps=eps, norm=norm, steps=steps, restarts=restarts, loss="dlr",
-                         rho=rho, alpha=alpha, eot_iter=eot_iter, loop=loop,
-                         batch_size=batch_size, jit_compile=jit_compile, seed=seed)
+    def __init__(
+        self,
+        eps=8 / 255,
+        norm="linf",
+        steps=100,
+        restarts=1,
+        n_target_classes=9,
+        rho=0.75,
+        alpha=0.75,
+        eot_iter=1,
+        loop="while",
+        batch_size=500,
+        jit_compile="auto",
+        seed=None,
+    ):
+        super().__init__(
+            eps=eps,
+            norm=norm,
+            steps=steps,
+            restarts=restarts,
+            loss="dlr",
+            rho=rho,
+            alpha=alpha,
+            eot_iter=eot_iter,
+            loop=loop,
+            batch_size=batch_size,
+            jit_compile=jit_compile,
+            seed=seed,
+        )
         self.n_target_classes = check_int(n_target_classes, "n_target_classes")
 
     def get_config(self):
@@ -418,8 +489,9 @@ class APGDT(APGD):
 
         def attack():
             sub = (tf.gather(bx, idx), tf.zeros(tf.shape(idx), tf.bool))
-            sx, sf = self.run(model_fn, tf.gather(x, idx), tf.gather(y, idx),
-                              tf.gather(target, idx), sub, restart)
+            sx, sf = self.run(
+                model_fn, tf.gather(x, idx), tf.gather(y, idx), tf.gather(target, idx), sub, restart
+            )
             # Keep the earlier (higher-loss) point where this target failed.
             sx = tf.where(tf.reshape(sf, [-1] + [1] * (x.shape.rank - 1)), sx, tf.gather(bx, idx))
             return scatter(bx, idx, sx), scatter(bf, idx, sf)

@@ -21,12 +21,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from robustkit import threat as threat_lib
 from robustkit._validation import check_choice, check_images, check_int
 from robustkit.attacks.apgd import APGD, APGDT, scatter
 from robustkit.attacks.base import Attack, as_logits_fn
 from robustkit.attacks.fab import FAB
 from robustkit.attacks.square import Square
-from robustkit import threat as threat_lib
 
 #: the attacks each version runs, in order
 VERSIONS = {
@@ -66,11 +66,23 @@ class AutoAttack(Attack):
     the examples attacked, the robust accuracy after it and its seconds.
     """
 
-    def __init__(self, eps=8 / 255, norm="linf", version="standard", attacks=None, steps=None,
-                 n_target_classes=None, n_queries=None, eot_iter=None, verbose=False,
-                 batch_size=500, jit_compile="auto", seed=None):
+    def __init__(
+        self,
+        eps=8 / 255,
+        norm="linf",
+        version="standard",
+        attacks=None,
+        steps=None,
+        n_target_classes=None,
+        n_queries=None,
+        eot_iter=None,
+        verbose=False,
+        batch_size=500,
+        jit_compile="auto",
+        seed=None,
+    ):
         super().__init__(batch_size=batch_size, jit_compile=jit_compile, seed=seed)
-        self.threat = threat_lib.get(norm, eps)
+        self.threat = self._make_threat(norm, eps)
         self.eps, self.norm = self.threat.eps, self.threat.norm
         self.version = check_choice(version, set(VERSIONS), "version")
         if attacks is None:
@@ -81,7 +93,8 @@ class AutoAttack(Attack):
             self.attacks = tuple(check_choice(a, set(ATTACK_NAMES), "attacks") for a in attacks)
         self.steps = None if steps is None else check_int(steps, "steps")
         self.n_target_classes = (
-            None if n_target_classes is None else check_int(n_target_classes, "n_target_classes"))
+            None if n_target_classes is None else check_int(n_target_classes, "n_target_classes")
+        )
         self.n_queries = None if n_queries is None else check_int(n_queries, "n_queries")
         self.eot_iter = None if eot_iter is None else check_int(eot_iter, "eot_iter")
         self.verbose = bool(verbose)
@@ -91,9 +104,13 @@ class AutoAttack(Attack):
     @property
     def is_standard(self):
         """Whether this is the version's published setting (no budget overrides)."""
-        return (self.attacks == VERSIONS[self.version] and self.steps is None
-                and self.n_target_classes is None and self.n_queries is None
-                and self.eot_iter is None)
+        return (
+            self.attacks == VERSIONS[self.version]
+            and self.steps is None
+            and self.n_target_classes is None
+            and self.n_queries is None
+            and self.eot_iter is None
+        )
 
     def _build(self, name):
         steps = 100 if self.steps is None else self.steps
@@ -101,25 +118,55 @@ class AutoAttack(Attack):
         eot = (20 if self.version == "rand" else 1) if self.eot_iter is None else self.eot_iter
         common = dict(batch_size=self.batch_size, jit_compile=self.jit_compile, seed=self.seed)
         if name in ("apgd-ce", "apgd-dlr"):
-            return APGD(eps=self.eps, norm=self.norm, steps=steps, restarts=1,
-                        loss="ce" if name == "apgd-ce" else "dlr", eot_iter=eot, loop="while",
-                        **common)
+            return APGD(
+                eps=self.eps,
+                norm=self.norm,
+                steps=steps,
+                restarts=1,
+                loss="ce" if name == "apgd-ce" else "dlr",
+                eot_iter=eot,
+                loop="while",
+                **common,
+            )
         if name == "apgd-t":
-            return APGDT(eps=self.eps, norm=self.norm, steps=steps, restarts=1,
-                         n_target_classes=targets, eot_iter=eot, loop="while", **common)
+            return APGDT(
+                eps=self.eps,
+                norm=self.norm,
+                steps=steps,
+                restarts=1,
+                n_target_classes=targets,
+                eot_iter=eot,
+                loop="while",
+                **common,
+            )
         if name == "fab-t":
-            return FAB(eps=self.eps, norm=self.norm, steps=steps, restarts=1, targeted=True,
-                       n_target_classes=targets, **common)
+            return FAB(
+                eps=self.eps,
+                norm=self.norm,
+                steps=steps,
+                restarts=1,
+                targeted=True,
+                n_target_classes=targets,
+                **common,
+            )
         queries = 5000 if self.n_queries is None else self.n_queries
-        return Square(eps=self.eps, norm=self.norm, n_queries=queries, p_init=0.8, restarts=1,
-                      **common)
+        return Square(
+            eps=self.eps, norm=self.norm, n_queries=queries, p_init=0.8, restarts=1, **common
+        )
 
     def get_config(self):
         config = super().get_config()
-        config.update(eps=self.eps, norm=self.norm, version=self.version,
-                      attacks=list(self.attacks), steps=self.steps,
-                      n_target_classes=self.n_target_classes, n_queries=self.n_queries,
-                      eot_iter=self.eot_iter, verbose=self.verbose)
+        config.update(
+            eps=self.eps,
+            norm=self.norm,
+            version=self.version,
+            attacks=list(self.attacks),
+            steps=self.steps,
+            n_target_classes=self.n_target_classes,
+            n_queries=self.n_queries,
+            eot_iter=self.eot_iter,
+            verbose=self.verbose,
+        )
         return config
 
     def _check_call(self, x, y, num_classes):
@@ -134,15 +181,17 @@ class AutoAttack(Attack):
         """
         fn = as_logits_fn(model)
         return_numpy = not tf.is_tensor(x)
-        x_np = np.asarray(check_images(np.asarray(x) if return_numpy else x.numpy(), "x"),
-                          dtype="float32")
+        x_np = np.asarray(
+            check_images(np.asarray(x) if return_numpy else x.numpy(), "x"), dtype="float32"
+        )
         n = len(x_np)
         if n == 0:
             return x
         probe = fn(tf.convert_to_tensor(x_np[:1]))
         if probe.shape.rank != 2:
             raise ValueError(
-                f"`model` must return logits of shape (batch, classes); got {probe.shape}.")
+                f"`model` must return logits of shape (batch, classes); got {probe.shape}."
+            )
         # Every sub-attack validates x, y (shape, range, labels) on its first call;
         # run the class-count checks up front, before any work.
         self._check_call(tf.convert_to_tensor(x_np[:1]), None, int(probe.shape[-1]))
@@ -151,12 +200,14 @@ class AutoAttack(Attack):
         else:
             from robustkit._validation import check_labels
 
-            y_np = np.asarray(check_labels(y, n=n, num_classes=int(probe.shape[-1]), name="y"),
-                              dtype="int64")
+            y_np = np.asarray(
+                check_labels(y, n=n, num_classes=int(probe.shape[-1]), name="y"), dtype="int64"
+            )
         robust = self._correct(fn, x_np, y_np)
         x_adv = x_np.copy()
-        self.history = [dict(attack="clean", attacked=n, robust_accuracy=float(robust.mean()),
-                             seconds=0.0)]
+        self.history = [
+            dict(attack="clean", attacked=n, robust_accuracy=float(robust.mean()), seconds=0.0)
+        ]
         self._log(self.history[-1])
         first = True
         for name in self.attacks:
@@ -166,8 +217,9 @@ class AutoAttack(Attack):
                 sub_adv = np.asarray(self._sub[name](model, x_np[idx], y_np[idx]))
                 still = self._correct(fn, sub_adv, y_np[idx])
                 fooled = ~still
-                inside = self.threat.contains(tf.constant(sub_adv), tf.constant(x_np[idx]),
-                                              tol=1e-5).numpy()
+                inside = self.threat.contains(
+                    tf.constant(sub_adv), tf.constant(x_np[idx]), tol=1e-5
+                ).numpy()
                 fooled &= inside
                 if first:
                     x_adv[idx] = sub_adv  # fallback for never-fooled examples
@@ -175,22 +227,32 @@ class AutoAttack(Attack):
                     x_adv[idx[fooled]] = sub_adv[fooled]
                 robust[idx[fooled]] = False
             first = False
-            self.history.append(dict(attack=name, attacked=int(len(idx)),
-                                     robust_accuracy=float(robust.mean()),
-                                     seconds=time.perf_counter() - t0))
+            self.history.append(
+                dict(
+                    attack=name,
+                    attacked=int(len(idx)),
+                    robust_accuracy=float(robust.mean()),
+                    seconds=time.perf_counter() - t0,
+                )
+            )
             self._log(self.history[-1])
         return x_adv if return_numpy else tf.convert_to_tensor(x_adv)
 
     def _correct(self, fn, x, y):
-        preds = [np.argmax(fn(tf.convert_to_tensor(x[s: s + self.batch_size])).numpy(), -1)
-                 for s in range(0, len(x), self.batch_size)]
+        preds = [
+            np.argmax(fn(tf.convert_to_tensor(x[s : s + self.batch_size])).numpy(), -1)
+            for s in range(0, len(x), self.batch_size)
+        ]
         return np.concatenate(preds) == y
 
     def _log(self, entry):
         if self.verbose:
-            print(f"[AutoAttack] {entry['attack']:>8}: robust accuracy "
-                  f"{100 * entry['robust_accuracy']:.2f} % ({entry['attacked']} attacked, "
-                  f"{entry['seconds']:.1f} s)", flush=True)
+            print(
+                f"[AutoAttack] {entry['attack']:>8}: robust accuracy "
+                f"{100 * entry['robust_accuracy']:.2f} % ({entry['attacked']} attacked, "
+                f"{entry['seconds']:.1f} s)",
+                flush=True,
+            )
 
     # ------------------------------------------------------------ graph path
     @tf.autograph.experimental.do_not_convert
@@ -207,11 +269,14 @@ class AutoAttack(Attack):
             def attack(sub=sub, idx=idx, x_adv=x_adv, fooled=fooled, first=(i == 0)):
                 xs, ys = tf.gather(x, idx), tf.gather(y, idx)
                 out = sub.perturb(model_fn, xs, ys)
-                hit = tf.logical_and(tf.not_equal(tf.argmax(model_fn(out), -1), ys),
-                                     self.threat.contains(out, xs))
+                hit = tf.logical_and(
+                    tf.not_equal(tf.argmax(model_fn(out), -1), ys), self.threat.contains(out, xs)
+                )
                 keep = tf.ones_like(hit) if first else hit
                 new = tf.where(tf.reshape(keep, shape4), out, tf.gather(x_adv, idx))
                 return scatter(x_adv, idx, new), scatter(fooled, idx, hit)
 
-            x_adv, fooled = tf.cond(tf.size(idx) > 0, attack, lambda x_adv=x_adv, fooled=fooled: (x_adv, fooled))
+            x_adv, fooled = tf.cond(
+                tf.size(idx) > 0, attack, lambda x_adv=x_adv, fooled=fooled: (x_adv, fooled)
+            )
         return tf.stop_gradient(x_adv)

@@ -9,111 +9,37 @@ at a time.
 
 Subclasses implement :meth:`Attack.perturb`, a graph-safe function of tensors
 that the base class wraps in one ``tf.function`` per (model, input signature) with
-a batch dimension of ``None`` so that other batch sizes never retrace.
+a batch dimension of ``None`` so that other batch sizes never retrace. Iterative
+attacks write their loop with :mod:`robustkit.attacks.engine`.
+
+The training protocol. An attack with ``trainable = True`` can be the inner attack of
+:class:`robustkit.RobustModel`; its ``perturb`` then also takes keyword arguments
+``perturb(model_fn, x, y, eps=..., loss=..., random_start=..., track_best=False)``: the radius
+(a scalar tensor such as the warm-up ``keras.Variable``), the loss to ascend (a name from
+:data:`robustkit.losses.ATTACK_LOSSES`, chosen by the objective), the random start
+(``"uniform"``, ``"normal"`` or ``"none"``, or ``None`` for the attack's own) and
+``track_best=False`` (return the last iterate; nothing else is computed). It must be graph-safe
+and run the model through ``model_fn`` only (which runs it in inference mode).
+
+Example:
+
+>>> import numpy as np, keras, robustkit as rk
+>>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+>>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype("float32")
+>>> x_adv = rk.attacks.FGSM(eps=0.1)(model, x, np.array([0, 1, 2, 3]))
+>>> x_adv.shape, rk.attacks.PGD.supported_norms
+((4, 8, 8, 1), ('linf', 'l2', 'l1'))
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from robustkit import losses
+from robustkit import threat as threat_lib
 from robustkit._validation import check_images, check_int, check_labels
-
-
-def as_logits_fn(model):
-    """Returns a function ``x -> logits`` (float32) for any supported model.
-
-    Example:
-
-    >>> import keras, numpy as np
-    >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
-    >>> as_logits_fn(m)(np.zeros((1, 2), "float32")).shape
-    TensorShape([1, 3])
-    """
-    if isinstance(model, keras.layers.Layer):
-        # keras.Model is a Layer; TFSMLayer too (it ignores ``training``).
-        def fn(x):
-            return _single_output(model(x, training=False))
-
-    elif hasattr(model, "serve") and callable(model.serve):
-        def fn(x):
-            return _single_output(model.serve(x))
-
-    elif hasattr(model, "signatures") and "serving_default" in getattr(
-        model, "signatures", {}
-    ):
-        sig = model.signatures["serving_default"]
-
-        def fn(x):
-            return _single_output(sig(x))
-
-    elif callable(model):
-        def fn(x):
-            return _single_output(model(x))
-
-    else:
-        raise ValueError(
-            f"`model` must be a Keras model or a callable returning logits; got "
-            f"{type(model).__name__}."
-        )
-    fn.__robustkit_model__ = model
-    return fn
-
-
-def _single_output(out):
-    if isinstance(out, dict):
-        if len(out) != 1:
-            raise ValueError(
-                f"`model` returned {len(out)} outputs ({sorted(out)}); an attack needs "
-                "exactly one output of logits."
-            )
-        out = next(iter(out.values()))
-    elif isinstance(out, (list, tuple)):
-        if len(out) != 1:
-            raise ValueError(
-                f"`model` returned {len(out)} outputs; an attack needs exactly one "
-                "output of logits."
-            )
-        out = out[0]
-    return tf.cast(out, tf.float32)
-
-
-def attack_loss(name, logits, y, clean_logits=None):
-    """Per-example loss an attack ascends, shape (B,).
-
-    ``"ce"``: cross-entropy; ``"margin"``: ``max_{j != y} z_j - z_y`` (the CW margin,
-    positive once misclassified); ``"kl"``: ``KL(softmax(clean) || softmax(adv))``
-    (TRADES' inner maximisation; needs ``clean_logits``).
-    """
-    y = tf.cast(y, tf.int32)
-    if name == "ce":
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-    if name == "margin":
-        onehot = tf.one_hot(y, tf.shape(logits)[-1], dtype=logits.dtype)
-        true = tf.reduce_sum(onehot * logits, axis=-1)
-        other = tf.reduce_max(logits - onehot * 1e9, axis=-1)
-        return other - true
-    if name == "kl":
-        if clean_logits is None:
-            raise ValueError("loss='kl' needs the clean logits.")
-        p = tf.nn.softmax(clean_logits)
-        return tf.reduce_sum(
-            p * (tf.nn.log_softmax(clean_logits) - tf.nn.log_softmax(logits)), axis=-1
-        )
-    raise ValueError(f"Unknown attack `loss` {name!r}; expected 'ce', 'margin' or 'kl'.")
-
-
-ATTACK_LOSSES = ("ce", "margin", "kl")
-
-
-def resolve_jit(jit_compile):
-    """``"auto"`` means XLA only where a GPU is present (XLA is ~4x slower on CPU)."""
-    if jit_compile == "auto":
-        return bool(tf.config.list_physical_devices("GPU"))
-    if not isinstance(jit_compile, bool):
-        raise ValueError(
-            f"`jit_compile` must be True, False or 'auto'; got {jit_compile!r}."
-        )
-    return jit_compile
+from robustkit.attacks.engine import resolve_jit
+from robustkit.models.adapter import as_logits_fn
 
 
 class Attack:
@@ -124,31 +50,61 @@ class Attack:
         jit_compile: ``True``, ``False`` or ``"auto"`` (XLA only on a GPU).
         seed: optional integer seed for the random start (op-level seed).
 
-    Subclasses implement ``perturb(model_fn, x, y)`` with tensors, and
-    ``get_config``.
+    Subclasses implement ``perturb(model_fn, x, y)`` with tensors, and ``get_config``;
+    attacks with a threat model build it with :meth:`_make_threat`, which enforces
+    ``supported_norms``.
     """
 
     #: whether the attack needs labels (``y=None`` uses the model's predictions)
     uses_labels = True
+    #: the norms the attack supports (others raise ``ValueError`` naming ``norm``)
+    supported_norms = ("linf", "l2")
+    #: whether ``perturb`` implements the training protocol (see the module docstring)
+    trainable = False
+    #: whether the attack only queries the model's outputs (transfer or score-based)
+    black_box = False
 
     def __init__(self, batch_size=500, jit_compile="auto", seed=None):
         self.batch_size = check_int(batch_size, "batch_size")
         if jit_compile not in ("auto", True, False):
-            raise ValueError(
-                f"`jit_compile` must be True, False or 'auto'; got {jit_compile!r}."
-            )
+            raise ValueError(f"`jit_compile` must be True, False or 'auto'; got {jit_compile!r}.")
         self.jit_compile = jit_compile
         self.seed = seed
         self._compiled = {}
         #: how many times a compiled function was traced (for tests)
         self.trace_count = 0
 
+    # ------------------------------------------------------------- threat model
+    def _make_threat(self, norm, eps, bounds=None):
+        """The threat model for ``norm``/``eps``; ``ValueError`` if the norm is not supported."""
+        threat = threat_lib.get(norm, eps, bounds)
+        if threat.norm not in self.supported_norms:
+            raise ValueError(
+                f"{type(self).__name__} does not support `norm` {threat.norm!r}; it supports "
+                f"{list(self.supported_norms)}."
+            )
+        return threat
+
+    @property
+    def bounds(self):
+        """The valid input box ``(lo, hi)`` (the threat model's, default ``(0, 1)``)."""
+        threat = getattr(self, "threat", None)
+        return threat.bounds if threat is not None else (0.0, 1.0)
+
+    @property
+    def label(self):
+        """The column name of this attack in reports (e.g. ``"PGD-40"``)."""
+        return type(self).__name__
+
     # ------------------------------------------------------------------ public
-    def __call__(self, model, x, y=None):
-        """Returns adversarial examples for ``x`` (same type and shape)."""
+    def __call__(self, model, x, y=None, verbose=0):
+        """Returns adversarial examples for ``x`` (same type and shape).
+
+        ``verbose=1`` shows a progress bar over the batches.
+        """
         fn = as_logits_fn(model)
         return_numpy = not tf.is_tensor(x)
-        x_np = check_images(np.asarray(x) if return_numpy else x, "x")
+        x_np = check_images(np.asarray(x) if return_numpy else x, "x", bounds=self.bounds)
         x_t = tf.convert_to_tensor(x_np, tf.float32)
         n = int(x_t.shape[0])
         if y is not None:
@@ -164,17 +120,17 @@ class Attack:
         if y is None:
             y_t = self._predict_labels(fn, x_t)
         else:
-            y_t = tf.convert_to_tensor(
-                check_labels(y, n=n, num_classes=num_classes, name="y")
-            )
+            y_t = tf.convert_to_tensor(check_labels(y, n=n, num_classes=num_classes, name="y"))
             y_t = tf.cast(y_t, tf.int64)
         self._check_call(x_t, y_t, num_classes)
         compiled = self._get_compiled(model, fn, x_t)
+        bar = keras.utils.Progbar(n, unit_name="example") if verbose else None
         outs = []
         for start in range(0, n, self.batch_size):
-            outs.append(
-                compiled(x_t[start : start + self.batch_size], y_t[start : start + self.batch_size])
-            )
+            xb, yb = x_t[start : start + self.batch_size], y_t[start : start + self.batch_size]
+            outs.append(compiled(xb, yb))
+            if bar is not None:
+                bar.add(int(xb.shape[0]))
         out = tf.concat(outs, axis=0) if len(outs) > 1 else outs[0]
         return out.numpy() if return_numpy else out
 
@@ -204,25 +160,31 @@ class Attack:
         ]
         return tf.cast(tf.concat(preds, axis=0), tf.int64)
 
-    def _get_compiled(self, model, fn, x):
-        key = (id(model), tuple(x.shape[1:]))
-        entry = self._compiled.get(key)
+    def _xla(self):
+        return resolve_jit(self.jit_compile)
+
+    def _compile(self, model, fn, x, function, cache, extra_specs=()):
+        """One ``tf.function`` of ``function(xb, yb, *extra)`` per (model, input shape)."""
+        key = (id(model), tuple(x.shape[1:]), function.__name__)
+        entry = cache.get(key)
         if entry is not None and entry[0] is model:
             return entry[1]
         signature = [
             tf.TensorSpec([None, *x.shape[1:]], tf.float32),
             tf.TensorSpec([None], tf.int64),
+            *extra_specs,
         ]
 
-        def run(xb, yb):
+        def run(xb, yb, *extra):
             self.trace_count += 1  # Python side effect: runs once per trace
-            return self.perturb(fn, xb, yb)
+            return function(fn, xb, yb, *extra)
 
-        compiled = tf.function(
-            run, input_signature=signature, jit_compile=resolve_jit(self.jit_compile)
-        )
-        self._compiled[key] = (model, compiled)
+        compiled = tf.function(run, input_signature=signature, jit_compile=self._xla())
+        cache[key] = (model, compiled)
         return compiled
+
+    def _get_compiled(self, model, fn, x):
+        return self._compile(model, fn, x, self.perturb, self._compiled)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -235,6 +197,13 @@ def loss_and_grad(model_fn, x, y, loss="ce", clean_logits=None):
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x)
         logits = model_fn(x)
-        per_example = attack_loss(loss, logits, y, clean_logits)
+        per_example = losses.attack_loss(loss, logits, y, clean_logits)
         total = tf.reduce_sum(per_example)
     return logits, per_example, tape.gradient(total, x)
+
+
+#: kept for code written against robustkit 0.1 (the functions live in robustkit.losses)
+ATTACK_LOSSES = losses.ATTACK_LOSSES
+attack_loss = losses.attack_loss
+
+__all__ = ["ATTACK_LOSSES", "Attack", "as_logits_fn", "attack_loss", "loss_and_grad", "resolve_jit"]

@@ -206,6 +206,7 @@ class CW(Attack):
             best_x,
             best_norm,
         )
+
         def cond(i, delta, m, v, prev_loss, stop, *rest):
             return tf.logical_and(i < self.steps, tf.logical_not(stop))
 

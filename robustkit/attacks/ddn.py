@@ -88,9 +88,7 @@ class DDN(Attack):
         self.max_step = check_positive(max_step, "max_step")
         self.min_step = check_positive(min_step, "min_step")
         if self.min_step > self.max_step:
-            raise ValueError(
-                f"`min_step` ({min_step}) must not exceed `max_step` ({max_step})."
-            )
+            raise ValueError(f"`min_step` ({min_step}) must not exceed `max_step` ({max_step}).")
         self.eps = None if eps is None else check_positive(eps, "eps")
         self.loop = check_choice(loop, set(_LOOPS), "loop")
 

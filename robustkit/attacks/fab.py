@@ -79,10 +79,15 @@ def project_hyperplane_box(norm, w, r, lo, hi, bisect_steps=30):
 
         t_lo = tf.zeros_like(target)
         t_hi = tf.ones_like(target)  # the box has side 1: every coordinate saturated
-        t_lo, t_hi = _bisect(lambda t: tf.reduce_sum(w * at(t), axis=1, keepdims=True) >= target,
-                             t_lo, t_hi, bisect_steps)
+        t_lo, t_hi = _bisect(
+            lambda t: tf.reduce_sum(w * at(t), axis=1, keepdims=True) >= target,
+            t_lo,
+            t_hi,
+            bisect_steps,
+        )
         delta = at(t_hi)
     else:
+
         def at(t):
             return tf.clip_by_value(t * w, lo, hi)
 
@@ -94,7 +99,10 @@ def project_hyperplane_box(norm, w, r, lo, hi, bisect_steps=30):
         t_hi = tf.minimum(tf.maximum(t_full, t_lo), t_lo * 1e10)
         log_lo, log_hi = _bisect(
             lambda t: tf.reduce_sum(w * at(tf.exp(t)), axis=1, keepdims=True) >= target,
-            tf.math.log(t_lo), tf.math.log(t_hi), bisect_steps)
+            tf.math.log(t_lo),
+            tf.math.log(t_hi),
+            bisect_steps,
+        )
         delta = at(tf.exp(log_hi))
     return tf.where(target > 0, delta, tf.zeros_like(delta))
 
@@ -132,9 +140,22 @@ class FAB(Attack):
         bisect_steps: bisection steps of the projection (30).
     """
 
-    def __init__(self, eps=None, norm="linf", steps=100, restarts=1, targeted=True,
-                 n_target_classes=9, alpha_max=0.1, eta=1.05, beta=0.9, bisect_steps=30,
-                 batch_size=500, jit_compile="auto", seed=None):
+    def __init__(
+        self,
+        eps=None,
+        norm="linf",
+        steps=100,
+        restarts=1,
+        targeted=True,
+        n_target_classes=9,
+        alpha_max=0.1,
+        eta=1.05,
+        beta=0.9,
+        bisect_steps=30,
+        batch_size=500,
+        jit_compile="auto",
+        seed=None,
+    ):
         super().__init__(batch_size=batch_size, jit_compile=jit_compile, seed=seed)
         self.norm = check_choice(norm, set(_NORMS), "norm")
         self.eps = None if eps is None else check_positive(eps, "eps")
@@ -154,10 +175,18 @@ class FAB(Attack):
 
     def get_config(self):
         config = super().get_config()
-        config.update(eps=self.eps, norm=self.norm, steps=self.steps, restarts=self.restarts,
-                      targeted=self.targeted, n_target_classes=self.n_target_classes,
-                      alpha_max=self.alpha_max, eta=self.eta, beta=self.beta,
-                      bisect_steps=self.bisect_steps)
+        config.update(
+            eps=self.eps,
+            norm=self.norm,
+            steps=self.steps,
+            restarts=self.restarts,
+            targeted=self.targeted,
+            n_target_classes=self.n_target_classes,
+            alpha_max=self.alpha_max,
+            eta=self.eta,
+            beta=self.beta,
+            bisect_steps=self.bisect_steps,
+        )
         return config
 
     # ----------------------------------------------------------------- core
@@ -197,9 +226,14 @@ class FAB(Attack):
         idx = tf.where(tf.logical_not(self._success(bn)))[:, 0]
 
         def attack():
-            sx, sn = self.run(model_fn, tf.gather(x, idx), tf.gather(y, idx),
-                              None if target is None else tf.gather(target, idx),
-                              (tf.gather(bx, idx), tf.gather(bn, idx)), restart)
+            sx, sn = self.run(
+                model_fn,
+                tf.gather(x, idx),
+                tf.gather(y, idx),
+                None if target is None else tf.gather(target, idx),
+                (tf.gather(bx, idx), tf.gather(bn, idx)),
+                restart,
+            )
             return scatter(bx, idx, sx), scatter(bn, idx, sn)
 
         return tf.cond(tf.size(idx) > 0, attack, lambda: (bx, bn))
@@ -216,7 +250,7 @@ class FAB(Attack):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(xk)
             logits = model_fn(xk)
-        jac = tape.batch_jacobian(logits, xk)                       # (B, K, ...)
+        jac = tape.batch_jacobian(logits, xk)  # (B, K, ...)
         k = tf.shape(logits)[1]
         jac = tf.reshape(jac, [tf.shape(xk)[0], k, -1])
         g_all = logits - tf.gather(logits, y, batch_dims=1)[:, None]
@@ -251,14 +285,22 @@ class FAB(Attack):
 
         def body(k, state):
             xk, bx, bn = state
-            active = tf.logical_not(self._success(bn)) if self.eps is not None else tf.ones_like(bn, tf.bool)
+            active = (
+                tf.logical_not(self._success(bn))
+                if self.eps is not None
+                else tf.ones_like(bn, tf.bool)
+            )
             idx = active_indices(active)
             xa = tf.gather(xk, idx)
             ya = tf.gather(y, idx)
             xo = tf.gather(x_flat, idx)
-            g, w = self._linearise(model_fn, xa, ya, tf.gather(target_all, idx) if use_target else None)
+            g, w = self._linearise(
+                model_fn, xa, ya, tf.gather(target_all, idx) if use_target else None
+            )
             xa_flat = _flat(xa)
-            d_k = project_hyperplane_box(self.norm, w, -g, -xa_flat, 1.0 - xa_flat, self.bisect_steps)
+            d_k = project_hyperplane_box(
+                self.norm, w, -g, -xa_flat, 1.0 - xa_flat, self.bisect_steps
+            )
             r_o = -(g + tf.reduce_sum(w * (xo - xa_flat), axis=1))
             d_o = project_hyperplane_box(self.norm, w, r_o, -xo, 1.0 - xo, self.bisect_steps)
             n_k, n_o = self._norm(d_k), self._norm(d_o)
@@ -270,7 +312,9 @@ class FAB(Attack):
             dist = self._norm(x_new - xo)
             improve = tf.logical_and(adv, dist < tf.gather(bn, idx))
             x_new_img = tf.reshape(x_new, tf.shape(xa))
-            bx = scatter(bx, idx, tf.where(tf.reshape(improve, shape4), x_new_img, tf.gather(bx, idx)))
+            bx = scatter(
+                bx, idx, tf.where(tf.reshape(improve, shape4), x_new_img, tf.gather(bx, idx))
+            )
             bn = scatter(bn, idx, tf.where(improve, dist, tf.gather(bn, idx)))
             back = (1.0 - self.beta) * xo + self.beta * x_new
             x_next = tf.where(adv[:, None], back, x_new)
@@ -279,6 +323,8 @@ class FAB(Attack):
 
         cond = None
         if self.eps is not None:
-            cond = lambda s: tf.reduce_any(tf.logical_not(self._success(s[2])))  # noqa: E731
-        _, bx, bn = while_or_unrolled(body, (x0, best_x, best_n), self.steps, unrolled=False, cond=cond)
+            cond = lambda s: tf.reduce_any(tf.logical_not(self._success(s[2])))
+        _, bx, bn = while_or_unrolled(
+            body, (x0, best_x, best_n), self.steps, unrolled=False, cond=cond
+        )
         return bx, bn

@@ -203,9 +203,7 @@ class FWA(Attack):
         # off-diagonal weight is <= exp((2 - lam) / gamma), so
         # lam = 2 + gamma * log(S / budget) with S = sum_i x_i sum_o C_o is feasible.
         valid_cost = tf.where(tf.math.is_finite(z), cost, 0.0)
-        reach = tf.math.unsorted_segment_sum(
-            xr * tf.reduce_sum(valid_cost, axis=-1), seg, batch
-        )
+        reach = tf.math.unsorted_segment_sum(xr * tf.reduce_sum(valid_cost, axis=-1), seg, batch)
         hi = 2.0 + gamma * tf.math.log(tf.maximum(reach / tf.maximum(budget, _TINY), 1.0))
         lo = tf.zeros_like(hi)
         for _ in range(self.dual_steps):

@@ -75,14 +75,12 @@ class MIM(Attack):
         seed=None,
     ):
         super().__init__(batch_size=batch_size, jit_compile=jit_compile, seed=seed)
-        self.threat = threat_lib.get(norm, eps)
+        self.threat = self._make_threat(norm, eps)
         self.eps = self.threat.eps
         self.norm = self.threat.norm
         self.steps = check_int(steps, "steps")
         self.step_size = (
-            self.eps / self.steps
-            if step_size is None
-            else check_positive(step_size, "step_size")
+            self.eps / self.steps if step_size is None else check_positive(step_size, "step_size")
         )
         self.decay = check_non_negative(decay, "decay")
         if loop not in _LOOPS:
@@ -263,8 +261,15 @@ class TIDIM(MIM):
         seed=None,
     ):
         super().__init__(
-            eps=eps, steps=steps, step_size=step_size, decay=decay, norm=norm,
-            loop=loop, batch_size=batch_size, jit_compile=jit_compile, seed=seed,
+            eps=eps,
+            steps=steps,
+            step_size=step_size,
+            decay=decay,
+            norm=norm,
+            loop=loop,
+            batch_size=batch_size,
+            jit_compile=jit_compile,
+            seed=seed,
         )
         p = check_non_negative(p, "p")
         if p > 1:

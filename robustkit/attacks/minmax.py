@@ -97,9 +97,29 @@ CRITERIA = ("supervised", "unsupervised")
 class _MINEAttack(Attack):
     """Shared machinery: criterion, per-sample MINE, batched run with MI output."""
 
-    def __init__(self, eps, steps, alpha, kappa, criterion, targeted, random_start,
-                 mine_lr, mine_layer, mine_mode, filters, hidden, out, maximize_mi,
-                 loop, batch_size, jit_compile, seed, projections=500, dim=128):
+    def __init__(
+        self,
+        eps,
+        steps,
+        alpha,
+        kappa,
+        criterion,
+        targeted,
+        random_start,
+        mine_lr,
+        mine_layer,
+        mine_mode,
+        filters,
+        hidden,
+        out,
+        maximize_mi,
+        loop,
+        batch_size,
+        jit_compile,
+        seed,
+        projections=500,
+        dim=128,
+    ):
         super().__init__(batch_size=batch_size, jit_compile=jit_compile, seed=seed)
         self.projections = check_int(projections, "projections", minimum=2)
         self.dim = check_int(dim, "dim")
@@ -151,22 +171,41 @@ class _MINEAttack(Attack):
         if entry is not None and entry[0] is model:
             return entry[1]
         keras_model = model if isinstance(model, keras.layers.Layer) else None
-        est = PerSampleMINE(keras_model, layer=self.mine_layer, mode=self.mine_mode,
-                            steps=1, lr=self.mine_lr, filters=self.filters,
-                            hidden=self.hidden, out=self.out, projections=self.projections,
-                            dim=self.dim, seed=0 if self.seed is None else self.seed)
+        est = PerSampleMINE(
+            keras_model,
+            layer=self.mine_layer,
+            mode=self.mine_mode,
+            steps=1,
+            lr=self.mine_lr,
+            filters=self.filters,
+            hidden=self.hidden,
+            out=self.out,
+            projections=self.projections,
+            dim=self.dim,
+            seed=0 if self.seed is None else self.seed,
+        )
         self._estimators[key] = (model, est)
         return est
 
     def get_config(self):
         config = super().get_config()
         config.update(
-            eps=self.eps, steps=self.steps, alpha=self.alpha, kappa=self.kappa,
+            eps=self.eps,
+            steps=self.steps,
+            alpha=self.alpha,
+            kappa=self.kappa,
             criterion=self.criterion if isinstance(self.criterion, str) else None,
-            targeted=self.targeted, random_start=self.random_start, mine_lr=self.mine_lr,
+            targeted=self.targeted,
+            random_start=self.random_start,
+            mine_lr=self.mine_lr,
             mine_layer=self.mine_layer if isinstance(self.mine_layer, (str, type(None))) else None,
-            mine_mode=self.mine_mode, filters=self.filters, hidden=self.hidden, out=self.out,
-            maximize_mi=self.maximize_mi, loop=self.loop, projections=self.projections,
+            mine_mode=self.mine_mode,
+            filters=self.filters,
+            hidden=self.hidden,
+            out=self.out,
+            maximize_mi=self.maximize_mi,
+            loop=self.loop,
+            projections=self.projections,
             dim=self.dim,
         )
         if config["criterion"] is None:
@@ -194,7 +233,9 @@ class _MINEAttack(Attack):
         autoencoder and ``y`` is ignored.
         """
         fn = as_logits_fn(model)
-        x_np = check_images(np.asarray(x, dtype=np.float32) if not tf.is_tensor(x) else x.numpy(), "x")
+        x_np = check_images(
+            np.asarray(x, dtype=np.float32) if not tf.is_tensor(x) else x.numpy(), "x"
+        )
         n = int(x_np.shape[0])
         x_t = tf.convert_to_tensor(x_np, tf.float32)
         if n == 0:
@@ -211,9 +252,17 @@ class _MINEAttack(Attack):
                     raise ValueError("`y` (the target classes) is required when targeted=True.")
                 y_t = self._predict_labels(fn, x_t)
             else:
-                y_t = tf.cast(tf.convert_to_tensor(
-                    check_labels(np.asarray(y) if not tf.is_tensor(y) else y, n=n,
-                                 num_classes=int(probe.shape[-1]), name="y")), tf.int64)
+                y_t = tf.cast(
+                    tf.convert_to_tensor(
+                        check_labels(
+                            np.asarray(y) if not tf.is_tensor(y) else y,
+                            n=n,
+                            num_classes=int(probe.shape[-1]),
+                            name="y",
+                        )
+                    ),
+                    tf.int64,
+                )
         else:
             if tuple(probe.shape[1:]) != tuple(x_t.shape[1:]):
                 raise ValueError(
@@ -222,8 +271,10 @@ class _MINEAttack(Attack):
                 )
             y_t = tf.zeros([n], tf.int64)
         compiled = self._get_full(model, fn, x_t)
-        parts = [compiled(x_t[s : s + self.batch_size], y_t[s : s + self.batch_size])
-                 for s in range(0, n, self.batch_size)]
+        parts = [
+            compiled(x_t[s : s + self.batch_size], y_t[s : s + self.batch_size])
+            for s in range(0, n, self.batch_size)
+        ]
         out = {}
         for i, name in enumerate(("x_adv", "mi", "success", "f")):
             out[name] = np.concatenate([p[i].numpy() for p in parts])
@@ -239,14 +290,18 @@ class _MINEAttack(Attack):
         entry = self._full.get(key)
         if entry is not None and entry[0] is model:
             return entry[1]
-        signature = [tf.TensorSpec([None, *x.shape[1:]], tf.float32), tf.TensorSpec([None], tf.int64)]
+        signature = [
+            tf.TensorSpec([None, *x.shape[1:]], tf.float32),
+            tf.TensorSpec([None], tf.int64),
+        ]
 
         def run(xb, yb):
             self.trace_count += 1
             return self._search(fn, xb, yb)
 
-        compiled = tf.function(run, input_signature=signature,
-                               jit_compile=resolve_jit(self.jit_compile))
+        compiled = tf.function(
+            run, input_signature=signature, jit_compile=resolve_jit(self.jit_compile)
+        )
         self._full[key] = (model, compiled)
         return compiled
 
@@ -316,15 +371,23 @@ class _MINEAttack(Attack):
         bx, bmi, bok, bf = best
         better = self._better(ok, mi, f, bok, bmi, bf, maximize)
         mask = tf.reshape(better, [-1] + [1] * (x_cur.shape.rank - 1))
-        return (tf.where(mask, x_cur, bx), tf.where(better, mi, bmi),
-                tf.logical_or(bok, tf.logical_and(better, ok)), tf.where(better, f, bf))
+        return (
+            tf.where(mask, x_cur, bx),
+            tf.where(better, mi, bmi),
+            tf.logical_or(bok, tf.logical_and(better, ok)),
+            tf.where(better, f, bf),
+        )
 
     @staticmethod
     def _init_best(x, maximize):
         b = tf.shape(x)[0]
         worst = -np.inf if maximize else np.inf
-        return (x, tf.fill([b], tf.constant(worst, tf.float32)), tf.zeros([b], tf.bool),
-                tf.fill([b], tf.constant(np.inf, tf.float32)))
+        return (
+            x,
+            tf.fill([b], tf.constant(worst, tf.float32)),
+            tf.zeros([b], tf.bool),
+            tf.fill([b], tf.constant(np.inf, tf.float32)),
+        )
 
 
 # -------------------------------------------------------------------------- MinMax
@@ -384,14 +447,53 @@ class MinMax(_MINEAttack):
     the success flag and the criterion value per example.
     """
 
-    def __init__(self, eps=0.3, steps=100, alpha=0.01, beta=0.1, c0=0.0, kappa=0.0,
-                 criterion="supervised", targeted=False, random_start=False,
-                 mine_lr=1.5e-5, mine_layer=None, mine_mode="auto", filters=16,
-                 hidden=512, out=10, maximize_mi=None, loop="auto", batch_size=32,
-                 jit_compile="auto", seed=None, projections=500, dim=128):
-        super().__init__(eps, steps, alpha, kappa, criterion, targeted, random_start,
-                         mine_lr, mine_layer, mine_mode, filters, hidden, out, maximize_mi,
-                         loop, batch_size, jit_compile, seed, projections, dim)
+    def __init__(
+        self,
+        eps=0.3,
+        steps=100,
+        alpha=0.01,
+        beta=0.1,
+        c0=0.0,
+        kappa=0.0,
+        criterion="supervised",
+        targeted=False,
+        random_start=False,
+        mine_lr=1.5e-5,
+        mine_layer=None,
+        mine_mode="auto",
+        filters=16,
+        hidden=512,
+        out=10,
+        maximize_mi=None,
+        loop="auto",
+        batch_size=32,
+        jit_compile="auto",
+        seed=None,
+        projections=500,
+        dim=128,
+    ):
+        super().__init__(
+            eps,
+            steps,
+            alpha,
+            kappa,
+            criterion,
+            targeted,
+            random_start,
+            mine_lr,
+            mine_layer,
+            mine_mode,
+            filters,
+            hidden,
+            out,
+            maximize_mi,
+            loop,
+            batch_size,
+            jit_compile,
+            seed,
+            projections,
+            dim,
+        )
         self.beta = check_positive(beta, "beta")
         self.c0 = check_non_negative(c0, "c0")
 
@@ -423,7 +525,8 @@ class MinMax(_MINEAttack):
         sign = 1.0 if maximize else -1.0
         delta, c, params, opt, best = state
         f, ok, mi, g_f, g_i, g_p = self._evaluate(
-            model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta)
+            model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta
+        )
         best = self._track(best, x + delta, ok, mi, f, maximize)
         # dual ascent with f at the current iterate (Algorithm 1's update after
         # the previous primal step); the first primal step uses c0.
@@ -441,7 +544,8 @@ class MinMax(_MINEAttack):
         model_fn, crit, est, feat, fa, critic, clean = parts
         delta, _, params, _, best = state
         f, ok, mi, _, _, _ = self._evaluate(
-            model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta)
+            model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta
+        )
         bx, bmi, bok, bf = self._track(best, x + delta, ok, mi, f, self._maximize(crit))
         return tf.stop_gradient(bx), bmi, bok, bf
 
@@ -477,14 +581,54 @@ class PenaltyMINE(_MINEAttack):
         others: as :class:`MinMax`.
     """
 
-    def __init__(self, eps=0.3, steps=50, rounds=9, alpha=0.01, c0=1e-3, kappa=0.0,
-                 criterion="supervised", targeted=False, random_start=False,
-                 critic_steps=1, mine_lr=1.5e-5, mine_layer=None, mine_mode="auto",
-                 filters=16, hidden=512, out=10, maximize_mi=None, loop="auto",
-                 batch_size=32, jit_compile="auto", seed=None, projections=500, dim=128):
-        super().__init__(eps, steps, alpha, kappa, criterion, targeted, random_start,
-                         mine_lr, mine_layer, mine_mode, filters, hidden, out, maximize_mi,
-                         loop, batch_size, jit_compile, seed, projections, dim)
+    def __init__(
+        self,
+        eps=0.3,
+        steps=50,
+        rounds=9,
+        alpha=0.01,
+        c0=1e-3,
+        kappa=0.0,
+        criterion="supervised",
+        targeted=False,
+        random_start=False,
+        critic_steps=1,
+        mine_lr=1.5e-5,
+        mine_layer=None,
+        mine_mode="auto",
+        filters=16,
+        hidden=512,
+        out=10,
+        maximize_mi=None,
+        loop="auto",
+        batch_size=32,
+        jit_compile="auto",
+        seed=None,
+        projections=500,
+        dim=128,
+    ):
+        super().__init__(
+            eps,
+            steps,
+            alpha,
+            kappa,
+            criterion,
+            targeted,
+            random_start,
+            mine_lr,
+            mine_layer,
+            mine_mode,
+            filters,
+            hidden,
+            out,
+            maximize_mi,
+            loop,
+            batch_size,
+            jit_compile,
+            seed,
+            projections,
+            dim,
+        )
         self.rounds = check_int(rounds, "rounds")
         self.c0 = check_positive(c0, "c0")
         self.critic_steps = check_int(critic_steps, "critic_steps")
@@ -514,20 +658,26 @@ class PenaltyMINE(_MINEAttack):
             def body(t, state):
                 delta, params, opt, best, round_ok = state
                 f, ok, mi, g_f, g_i, g_p = self._evaluate(
-                    model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta)
+                    model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta
+                )
                 best = self._track(best, x + delta, ok, mi, f, maximize)
                 round_ok = tf.logical_or(round_ok, ok)
-                delta = self._project(x, delta - self.alpha * (tf.reshape(c, shape) * g_f - sign * g_i))
+                delta = self._project(
+                    x, delta - self.alpha * (tf.reshape(c, shape) * g_f - sign * g_i)
+                )
                 params, opt = _adam(params, g_p, opt, self.mine_lr)
                 for _ in range(self.critic_steps - 1):
-                    params, opt, _ = est.train_step(critic, params, opt, fa, feat(x + delta),
-                                                    lr=self.mine_lr)
+                    params, opt, _ = est.train_step(
+                        critic, params, opt, fa, feat(x + delta), lr=self.mine_lr
+                    )
                 return delta, params, opt, best, round_ok
 
             delta, params, opt, best, round_ok = self._loop(
-                body, (delta, params, opt, best, round_ok), self.steps)
+                body, (delta, params, opt, best, round_ok), self.steps
+            )
             f, ok, mi, _, _, _ = self._evaluate(
-                model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta)
+                model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta
+            )
             best = self._track(best, x + delta, ok, mi, f, maximize)
             round_ok = tf.logical_or(round_ok, ok)
             # CW binary search on c

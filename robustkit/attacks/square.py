@@ -80,10 +80,20 @@ class Square(Attack):
     candidate). Image side must be >= 2.
     """
 
-    def __init__(self, eps=8 / 255, norm="linf", n_queries=5000, p_init=0.8, restarts=1,
-                 rescale_schedule=True, batch_size=500, jit_compile="auto", seed=None):
+    def __init__(
+        self,
+        eps=8 / 255,
+        norm="linf",
+        n_queries=5000,
+        p_init=0.8,
+        restarts=1,
+        rescale_schedule=True,
+        batch_size=500,
+        jit_compile="auto",
+        seed=None,
+    ):
         super().__init__(batch_size=batch_size, jit_compile=jit_compile, seed=seed)
-        self.threat = threat_lib.get(norm, eps)
+        self.threat = self._make_threat(norm, eps)
         self.eps = self.threat.eps
         self.norm = self.threat.norm
         self.n_queries = check_int(n_queries, "n_queries")
@@ -95,21 +105,28 @@ class Square(Attack):
 
     def get_config(self):
         config = super().get_config()
-        config.update(eps=self.eps, norm=self.norm, n_queries=self.n_queries,
-                      p_init=self.p_init, restarts=self.restarts,
-                      rescale_schedule=self.rescale_schedule)
+        config.update(
+            eps=self.eps,
+            norm=self.norm,
+            n_queries=self.n_queries,
+            p_init=self.p_init,
+            restarts=self.restarts,
+            rescale_schedule=self.rescale_schedule,
+        )
         return config
 
     def _check_call(self, x, y, num_classes):
         if min(int(x.shape[1]), int(x.shape[2])) < 2:
-            raise ValueError(f"`x` images must be at least 2x2 for Square; got {tuple(x.shape[1:])}.")
+            raise ValueError(
+                f"`x` images must be at least 2x2 for Square; got {tuple(x.shape[1:])}."
+            )
 
     # ----------------------------------------------------------------- core
     @tf.autograph.experimental.do_not_convert
     def perturb(self, model_fn, x, y):
         """Graph-safe Square Attack: returns ``x_adv`` for tensors ``x``, ``y``."""
         y = tf.cast(y, tf.int64)
-        model_fn_ng = lambda t: tf.stop_gradient(model_fn(tf.stop_gradient(t)))  # noqa: E731
+        model_fn_ng = lambda t: tf.stop_gradient(model_fn(tf.stop_gradient(t)))
         m0 = margin(model_fn_ng(x), y)
         best = (x, m0)
         for restart in range(self.restarts):
@@ -131,13 +148,17 @@ class Square(Attack):
     @staticmethod
     def _window(batch, h, w, s, seed=None):
         """Random square windows: boolean (B, H, W, 1) and local coordinates."""
-        vh = tf.cast(tf.floor(tf.random.uniform([batch], seed=seed) * tf.cast(h - s + 1, tf.float32)), tf.int32)
-        vw = tf.cast(tf.floor(tf.random.uniform([batch], seed=seed) * tf.cast(w - s + 1, tf.float32)), tf.int32)
-        lr = tf.range(h)[None, :, None] - vh[:, None, None]        # (B, H, 1)
-        lc = tf.range(w)[None, None, :] - vw[:, None, None]        # (B, 1, W)
-        inside = tf.logical_and(
-            tf.logical_and(lr >= 0, lr < s), tf.logical_and(lc >= 0, lc < s)
+        vh = tf.cast(
+            tf.floor(tf.random.uniform([batch], seed=seed) * tf.cast(h - s + 1, tf.float32)),
+            tf.int32,
         )
+        vw = tf.cast(
+            tf.floor(tf.random.uniform([batch], seed=seed) * tf.cast(w - s + 1, tf.float32)),
+            tf.int32,
+        )
+        lr = tf.range(h)[None, :, None] - vh[:, None, None]  # (B, H, 1)
+        lc = tf.range(w)[None, None, :] - vw[:, None, None]  # (B, 1, W)
+        inside = tf.logical_and(tf.logical_and(lr >= 0, lr < s), tf.logical_and(lc >= 0, lc < s))
         lr = tf.broadcast_to(lr, [batch, h, w])
         lc = tf.broadcast_to(lc, [batch, h, w])
         return inside[..., None], lr, lc
@@ -186,7 +207,8 @@ class Square(Attack):
             tile = (tf.range(h)[:, None] // s0) * (w // s0 + 1) + tf.range(w)[None, :] // s0
             n_tiles = (h // s0 + 1) * (w // s0 + 1)
             pattern = self._meta_gaussian(
-                table, rr[None], cc[None], tf.constant(s0), tf.zeros([1], tf.bool))[0]
+                table, rr[None], cc[None], tf.constant(s0), tf.zeros([1], tf.bool)
+            )[0]
             tile_signs = tf.sign(tf.random.uniform([batch, n_tiles, c], -1.0, 1.0, seed=seed))
             tile_signs = tf.where(tile_signs == 0, tf.ones_like(tile_signs), tile_signs)
             per_pixel = tf.gather(tile_signs, tf.reshape(tile, [-1]), axis=1)
@@ -213,7 +235,8 @@ class Square(Attack):
                 prop = tf.where(prop == 0, eps * tf.ones_like(prop), prop)
                 cand = tf.clip_by_value(x + tf.where(inside, prop, delta), 0.0, 1.0)
                 changed = tf.reduce_any(
-                    tf.logical_and(inside, tf.abs(cand - cur_x) > 1e-7), axis=[1, 2], keepdims=True)
+                    tf.logical_and(inside, tf.abs(cand - cur_x) > 1e-7), axis=[1, 2], keepdims=True
+                )
                 prop = tf.where(changed, prop, -prop)  # same values as now: flip the sign
                 new_delta = tf.where(inside, prop, delta)
             else:
@@ -225,14 +248,20 @@ class Square(Attack):
                 slack = tf.maximum(eps * eps - total, 0.0) / float(c)
                 target = tf.sqrt(tf.square(norm_union) + slack[:, None])
                 old = tf.where(inside, delta, 0.0)
-                old = old / (tf.sqrt(tf.reduce_sum(tf.square(old), axis=[1, 2], keepdims=True)) + _TINY)
+                old = old / (
+                    tf.sqrt(tf.reduce_sum(tf.square(old), axis=[1, 2], keepdims=True)) + _TINY
+                )
                 transpose = tf.random.uniform([batch]) < 0.5
                 pattern = self._meta_gaussian(table, lr, lc, s, transpose)[..., None]
                 pattern = tf.where(inside, pattern, 0.0)
-                pattern = pattern / (tf.sqrt(tf.reduce_sum(tf.square(pattern), axis=[1, 2], keepdims=True)) + _TINY)
+                pattern = pattern / (
+                    tf.sqrt(tf.reduce_sum(tf.square(pattern), axis=[1, 2], keepdims=True)) + _TINY
+                )
                 sign = tf.sign(tf.random.uniform([batch, 1, 1, c], -1.0, 1.0))
                 new = old + sign * pattern
-                new = new / (tf.sqrt(tf.reduce_sum(tf.square(new), axis=[1, 2], keepdims=True)) + _TINY)
+                new = new / (
+                    tf.sqrt(tf.reduce_sum(tf.square(new), axis=[1, 2], keepdims=True)) + _TINY
+                )
                 new = new * target[:, None, None, :]
                 new_delta = tf.where(inside, new, tf.where(union, 0.0, delta))
             cand = self.threat.project(x + new_delta, x)
@@ -245,10 +274,15 @@ class Square(Attack):
             return cur_x, cur_m
 
         cur_x, cur_m = while_or_unrolled(
-            body, (cur_x, cur_m), self.n_queries - 1, unrolled=False,
+            body,
+            (cur_x, cur_m),
+            self.n_queries - 1,
+            unrolled=False,
             cond=lambda s: tf.reduce_any(s[1] > 0),
         )
         # Keep the previous best where this run did not lower the margin.
         better = tf.logical_and(active0, cur_m < best_m)
-        return (tf.where(tf.reshape(better, shape4), cur_x, best_x),
-                tf.where(better, cur_m, best_m))
+        return (
+            tf.where(tf.reshape(better, shape4), cur_x, best_x),
+            tf.where(better, cur_m, best_m),
+        )

@@ -46,13 +46,18 @@ class Transfer(Attack):
     def __init__(self, surrogate, attack, batch_size=None, jit_compile="auto", seed=None):
         if not isinstance(attack, Attack):
             raise ValueError(
-                f"`attack` must be a robustkit.attacks.Attack instance; got {type(attack).__name__}.")
+                f"`attack` must be a robustkit.attacks.Attack instance; got {type(attack).__name__}."
+            )
         if surrogate is None or not callable(surrogate):
             raise ValueError(
                 f"`surrogate` must be a Keras model or a callable returning logits; got "
-                f"{type(surrogate).__name__}.")
-        super().__init__(batch_size=attack.batch_size if batch_size is None else batch_size,
-                         jit_compile=jit_compile, seed=seed)
+                f"{type(surrogate).__name__}."
+            )
+        super().__init__(
+            batch_size=attack.batch_size if batch_size is None else batch_size,
+            jit_compile=jit_compile,
+            seed=seed,
+        )
         self.surrogate = surrogate
         self.attack = attack
         self._surrogate_fn = as_logits_fn(surrogate)
@@ -68,7 +73,8 @@ class Transfer(Attack):
         if surrogate is None:
             raise ValueError(
                 "`surrogate` is required: Transfer.from_config(config, surrogate=model) "
-                "(a config cannot hold the surrogate's weights).")
+                "(a config cannot hold the surrogate's weights)."
+            )
         config = dict(config)
         attack = keras.saving.deserialize_keras_object(config.pop("attack"))
         return cls(surrogate, attack, **config)
@@ -78,7 +84,8 @@ class Transfer(Attack):
         if out.shape.rank != 2 or int(out.shape[-1]) != num_classes:
             raise ValueError(
                 f"`surrogate` must return logits with the target's {num_classes} classes; "
-                f"got shape {tuple(out.shape)}.")
+                f"got shape {tuple(out.shape)}."
+            )
         self.attack._check_call(x, y, num_classes)
 
     @tf.autograph.experimental.do_not_convert

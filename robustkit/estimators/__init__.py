@@ -8,7 +8,6 @@ Example:
 """
 
 from robustkit.estimators import bounds
-from robustkit.estimators.per_sample import PerSampleMINE
 from robustkit.estimators.critics import ConcatCritic, SeparableCritic
 from robustkit.estimators.estimate import estimate_mi
 from robustkit.estimators.monitor import MIMonitor
@@ -23,6 +22,7 @@ from robustkit.estimators.namid import (
     train_namid_estimators,
     train_standard_estimator,
 )
+from robustkit.estimators.per_sample import PerSampleMINE
 
 __all__ = ["bounds", "PerSampleMINE"]
 __all__ += [

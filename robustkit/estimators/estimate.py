@@ -187,7 +187,9 @@ def estimate_mi(
         xb, zb = tf.gather(x_tr, idx), tf.gather(z_tr, idx)
         with tf.GradientTape() as tape:
             scores = net(xb, zb)
-            prev = tf.where(ma_started, ma, tf.exp(bounds._log_mean_exp(bounds.split_scores(scores)[1])))
+            prev = tf.where(
+                ma_started, ma, tf.exp(bounds._log_mean_exp(bounds.split_scores(scores)[1]))
+            )
             value, new_ma = _train_objective(bound, scores, prev)
             loss = -value
         grads = tape.gradient(loss, net.trainable_variables)
@@ -198,6 +200,8 @@ def estimate_mi(
 
     for _ in range(steps):
         step()
-    block = batch if bound == "infonce" else max(batch, 4000 if critic_name == "separable" else batch)
+    block = (
+        batch if bound == "infonce" else max(batch, 4000 if critic_name == "separable" else batch)
+    )
     block = min(block, n_eval)
     return _evaluate(net, bound, xs[ev], zs[ev], block)

@@ -44,8 +44,15 @@ class MIMonitor(keras.callbacks.Callback):
             examples of the batch (default 256).
     """
 
-    def __init__(self, data, natural_estimator=None, adversarial_estimator=None, attack=None,
-                 max_examples=1000, batch_size=256):
+    def __init__(
+        self,
+        data,
+        natural_estimator=None,
+        adversarial_estimator=None,
+        attack=None,
+        max_examples=1000,
+        batch_size=256,
+    ):
         super().__init__()
         if not isinstance(data, (tuple, list)) or len(data) != 2:
             raise ValueError("`data` must be a pair (x, y) of held-out arrays.")
@@ -56,8 +63,10 @@ class MIMonitor(keras.callbacks.Callback):
         check_labels(y, n=len(x), name="y")
         if len(x) < 2:
             raise ValueError("`data` needs at least 2 examples (the DV negatives).")
-        for est, name in ((natural_estimator, "natural_estimator"),
-                          (adversarial_estimator, "adversarial_estimator")):
+        for est, name in (
+            (natural_estimator, "natural_estimator"),
+            (adversarial_estimator, "adversarial_estimator"),
+        ):
             if est is not None and not isinstance(est, MIEstimator):
                 raise ValueError(f"`{name}` must be a robustkit MIEstimator or None.")
         self.x, self.y = x, y.astype("int64")

@@ -39,7 +39,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from robustkit._validation import check_choice, check_images, check_int, check_labels, check_positive
+from robustkit._validation import (
+    check_choice,
+    check_images,
+    check_int,
+    check_labels,
+    check_positive,
+)
 from robustkit.attacks.base import as_logits_fn
 
 PATTERNS = ("natural", "adversarial", "standard")
@@ -394,12 +400,16 @@ def _schedule(learning_rate, milestones, steps_per_epoch):
     return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values)
 
 
-def _fit_estimators(ests, loss_fn, arrays, epochs, batch_size, learning_rate, milestones, seed, verbose):
+def _fit_estimators(
+    ests, loss_fn, arrays, epochs, batch_size, learning_rate, milestones, seed, verbose
+):
     """Shared Adam loop of stage 2: ``loss_fn(*batch) -> (losses..., logs...)``."""
     n = len(arrays[0])
     batch = min(batch_size, n)
     steps_per_epoch = max(1, n // batch)
-    opts = [keras.optimizers.Adam(_schedule(learning_rate, milestones, steps_per_epoch)) for _ in ests]
+    opts = [
+        keras.optimizers.Adam(_schedule(learning_rate, milestones, steps_per_epoch)) for _ in ests
+    ]
     for opt, est in zip(opts, ests):
         opt.build(est.trainable_variables)
 
@@ -425,7 +435,10 @@ def _fit_estimators(ests, loss_fn, arrays, epochs, batch_size, learning_rate, mi
             sums = vals if sums is None else sums + vals
         history.append(sums / steps_per_epoch)
         if verbose:
-            print(f"estimators epoch {epoch + 1}/{epochs}: " + " ".join(f"{v:.4f}" for v in history[-1]))
+            print(
+                f"estimators epoch {epoch + 1}/{epochs}: "
+                + " ".join(f"{v:.4f}" for v in history[-1])
+            )
     return np.array(history)
 
 
@@ -501,9 +514,19 @@ def train_namid_estimators(
     def loss_fn(xb, xab, lcb, lab):
         return estimator_losses(natural, adversarial, xb, xab, lcb, lab, objective, training=True)
 
-    arrays = [a[mask] for a in (x, x_adv, logits_clean.astype("float32"), logits_adv.astype("float32"))]
+    arrays = [
+        a[mask] for a in (x, x_adv, logits_clean.astype("float32"), logits_adv.astype("float32"))
+    ]
     history = _fit_estimators(
-        [natural, adversarial], loss_fn, arrays, epochs, batch_size, learning_rate, milestones, seed, verbose
+        [natural, adversarial],
+        loss_fn,
+        arrays,
+        epochs,
+        batch_size,
+        learning_rate,
+        milestones,
+        seed,
+        verbose,
     )
     natural.trainable = False
     adversarial.trainable = False
@@ -553,7 +576,15 @@ def train_standard_estimator(
         return -mi, mi
 
     history = _fit_estimators(
-        [est], loss_fn, [x, x_adv, logits_adv], epochs, batch_size, learning_rate, milestones, seed, verbose
+        [est],
+        loss_fn,
+        [x, x_adv, logits_adv],
+        epochs,
+        batch_size,
+        learning_rate,
+        milestones,
+        seed,
+        verbose,
     )
     est.trainable = False
     return est, {"history": history.tolist()}

@@ -323,9 +323,23 @@ class PerSampleMINE:
         batch_size: examples per compiled call.
     """
 
-    def __init__(self, model=None, layer=None, mode="auto", steps=500, lr=1.5e-5,
-                 filters=16, hidden=512, out=10, shuffles=8, projections=500, dim=128,
-                 seed=0, batch_size=64, marginal="auto"):
+    def __init__(
+        self,
+        model=None,
+        layer=None,
+        mode="auto",
+        steps=500,
+        lr=1.5e-5,
+        filters=16,
+        hidden=512,
+        out=10,
+        shuffles=8,
+        projections=500,
+        dim=128,
+        seed=0,
+        batch_size=64,
+        marginal="auto",
+    ):
         self.mode = check_choice(mode, set(_MODES), "mode")
         self.marginal = check_choice(marginal, set(_MARGINALS), "marginal")
         self.steps = check_int(steps, "steps")
@@ -341,7 +355,9 @@ class PerSampleMINE:
         self.layer = layer
         self.model = model
         if model is None and self.mode == "conv" and not callable(layer):
-            raise ValueError("`model` is required with mode='conv' (or pass `layer` as a callable).")
+            raise ValueError(
+                "`model` is required with mode='conv' (or pass `layer` as a callable)."
+            )
         self._features = None
         self._feature_input_shape = None
         self._compiled = {}
@@ -378,8 +394,7 @@ class PerSampleMINE:
                 layer = _find_first_conv(self.model) if self.model is not None else None
                 if layer is None:
                     raise ValueError(
-                        "`mode` is 'conv' but the model has no Conv2D layer; use "
-                        "mode='projection'."
+                        "`mode` is 'conv' but the model has no Conv2D layer; use mode='projection'."
                     )
             fn = _conv_feature_fn(self.model, layer)
         self._features, self._feature_input_shape = fn, input_shape
@@ -475,20 +490,35 @@ class PerSampleMINE:
         return np.concatenate(outs) if outs else np.zeros([0], np.float32)
 
     def get_config(self):
-        layer = self.layer if isinstance(self.layer, str) or self.layer is None else getattr(
-            self.layer, "name", None
+        layer = (
+            self.layer
+            if isinstance(self.layer, str) or self.layer is None
+            else getattr(self.layer, "name", None)
         )
-        return dict(layer=layer, mode=self.mode, steps=self.steps, lr=self.lr,
-                    filters=self.filters, hidden=self.hidden, out=self.out,
-                    shuffles=self.shuffles, projections=self.projections, dim=self.dim,
-                    seed=self.seed, batch_size=self.batch_size, marginal=self.marginal)
+        return dict(
+            layer=layer,
+            mode=self.mode,
+            steps=self.steps,
+            lr=self.lr,
+            filters=self.filters,
+            hidden=self.hidden,
+            out=self.out,
+            shuffles=self.shuffles,
+            projections=self.projections,
+            dim=self.dim,
+            seed=self.seed,
+            batch_size=self.batch_size,
+            marginal=self.marginal,
+        )
 
     @classmethod
     def from_config(cls, config, model=None):
         return cls(model=model, **config)
 
     def __repr__(self):
-        return "PerSampleMINE(" + ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()) + ")"
+        return (
+            "PerSampleMINE(" + ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()) + ")"
+        )
 
     def __getstate__(self):
         state = dict(self.__dict__)

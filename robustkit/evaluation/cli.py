@@ -36,17 +36,32 @@ class SuiteArgumentError(ValueError):
 
 def add_suite_arguments(parser):
     """Adds the suite, report and plot options to the ``evaluate`` parser."""
-    parser.add_argument("--suite", default=None, choices=sorted(SUITES),
-                        help="evaluate under the paper's attack suite (L-inf: PGD-40, AA, FWA-40, "
-                             "TI-DIM; L2: PGD-40, CW, DDN; blackbox: transfer from --surrogate)")
-    parser.add_argument("--surrogate", default=None, metavar="PATH",
-                        help="surrogate export for --suite blackbox (and the transfer check)")
-    parser.add_argument("--report", default=None, metavar="FILE",
-                        help="write the report: Markdown, or JSON when FILE ends in .json")
-    parser.add_argument("--plot", default=None, metavar="PNG",
-                        help="write an accuracy-vs-eps curve (PGD-40, 0 to 2x eps)")
-    parser.add_argument("--no-checks", action="store_true",
-                        help="skip the gradient-masking checks")
+    parser.add_argument(
+        "--suite",
+        default=None,
+        choices=sorted(SUITES),
+        help="evaluate under the paper's attack suite (L-inf: PGD-40, AA, FWA-40, "
+        "TI-DIM; L2: PGD-40, CW, DDN; blackbox: transfer from --surrogate)",
+    )
+    parser.add_argument(
+        "--surrogate",
+        default=None,
+        metavar="PATH",
+        help="surrogate export for --suite blackbox (and the transfer check)",
+    )
+    parser.add_argument(
+        "--report",
+        default=None,
+        metavar="FILE",
+        help="write the report: Markdown, or JSON when FILE ends in .json",
+    )
+    parser.add_argument(
+        "--plot",
+        default=None,
+        metavar="PNG",
+        help="write an accuracy-vs-eps curve (PGD-40, 0 to 2x eps)",
+    )
+    parser.add_argument("--no-checks", action="store_true", help="skip the gradient-masking checks")
     return parser
 
 
@@ -78,7 +93,9 @@ def check_suite_args(args):
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise SuiteArgumentError("--plot", "needs matplotlib (`pip install matplotlib`)") from None
+            raise SuiteArgumentError(
+                "--plot", "needs matplotlib (`pip install matplotlib`)"
+            ) from None
 
 
 def suite_eps(args, meta, default_eps_table):
@@ -92,7 +109,9 @@ def suite_eps(args, meta, default_eps_table):
     from robustkit.evaluation.suites import default_eps
 
     eps = default_eps_table.get((args.dataset, norm))
-    return norm, float(eps if eps is not None else default_eps(norm, meta.get("input_shape"), args.dataset))
+    return norm, float(
+        eps if eps is not None else default_eps(norm, meta.get("input_shape"), args.dataset)
+    )
 
 
 def run_suite(args, meta, model, x, y, attack=None, default_eps_table=None):
@@ -103,9 +122,18 @@ def run_suite(args, meta, model, x, y, attack=None, default_eps_table=None):
     norm, eps = suite_eps(args, meta, default_eps_table or {})
     suite = args.suite or [attack]
     name = os.path.basename(os.path.normpath(args.path))
-    report = evaluate(model, (x, y), suite=suite, eps=eps, surrogate=args.surrogate,
-                      checks=not args.no_checks, seed=args.seed, name=name,
-                      dataset=args.dataset, verbose=1)
+    report = evaluate(
+        model,
+        (x, y),
+        suite=suite,
+        eps=eps,
+        surrogate=args.surrogate,
+        checks=not args.no_checks,
+        seed=args.seed,
+        name=name,
+        dataset=args.dataset,
+        verbose=1,
+    )
     print()
     print(report.to_markdown())
     if args.report:
@@ -113,10 +141,12 @@ def run_suite(args, meta, model, x, y, attack=None, default_eps_table=None):
         print(f"\nReport written to {os.path.abspath(args.report)}")
     if args.plot:
         eps_values = [0.0] + [eps * f for f in (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)]
-        curves = plot_robustness_curve({name: model}, (x, y), eps_values, norm=norm, path=args.plot,
-                                       seed=args.seed)
-        points = ", ".join(f"{e:.3g}: {100 * a:.1f} %" for e, a in
-                           zip(eps_values, curves[name]["accuracy"]))
+        curves = plot_robustness_curve(
+            {name: model}, (x, y), eps_values, norm=norm, path=args.plot, seed=args.seed
+        )
+        points = ", ".join(
+            f"{e:.3g}: {100 * a:.1f} %" for e, a in zip(eps_values, curves[name]["accuracy"])
+        )
         print(f"Robustness curve (eps: accuracy) {points}")
         print(f"Plot written to {os.path.abspath(args.plot)}")
     return 0

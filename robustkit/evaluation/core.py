@@ -105,7 +105,9 @@ def collect_data(data, n=None, argname="data"):
         xs, ys, count = [], [], 0
         for element in data:
             if not isinstance(element, (tuple, list)) or len(element) < 2:
-                raise ValueError(f"`{argname}` must yield (x, y) batches; got {type(element).__name__}.")
+                raise ValueError(
+                    f"`{argname}` must yield (x, y) batches; got {type(element).__name__}."
+                )
             xb, yb = np.asarray(element[0]), np.asarray(element[1])
             if xb.ndim == 3:  # an unbatched dataset
                 xb, yb = xb[None], yb[None]
@@ -125,7 +127,9 @@ def collect_data(data, n=None, argname="data"):
             f"got {type(data).__name__}."
         )
     if y.ndim == 2 and y.shape[1] > 1:
-        raise ValueError(f"`{argname}` labels must be integer class ids, not one-hot (shape {y.shape}).")
+        raise ValueError(
+            f"`{argname}` labels must be integer class ids, not one-hot (shape {y.shape})."
+        )
     check_images(x, argname)
     check_labels(y, n=len(x), name=f"{argname} labels")
     if len(x) == 0:
@@ -137,17 +141,35 @@ def collect_data(data, n=None, argname="data"):
 
 def predict_logits(fn, x, batch_size):
     """Logits of ``fn`` on numpy ``x``, in batches, as numpy."""
-    out = [fn(tf.convert_to_tensor(x[s : s + batch_size])).numpy() for s in range(0, len(x), batch_size)]
+    out = [
+        fn(tf.convert_to_tensor(x[s : s + batch_size])).numpy()
+        for s in range(0, len(x), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, 0), "float32")
 
 
 def _norms(delta, norm):
     flat = delta.reshape(len(delta), -1)
-    return np.abs(flat).max(axis=1) if norm == "linf" else np.sqrt((flat.astype("float64") ** 2).sum(axis=1))
+    return (
+        np.abs(flat).max(axis=1)
+        if norm == "linf"
+        else np.sqrt((flat.astype("float64") ** 2).sum(axis=1))
+    )
 
 
-def robust_mask(attack, model, fn, x, y, correct, batch_size=500, default_eps=None,
-                default_norm=None, label=None, verbose=0):
+def robust_mask(
+    attack,
+    model,
+    fn,
+    x,
+    y,
+    correct,
+    batch_size=500,
+    default_eps=None,
+    default_norm=None,
+    label=None,
+    verbose=0,
+):
     """Per-example robustness under ``attack`` and its :class:`AttackResult`.
 
     The attack runs on the ``correct`` examples only, ``batch_size`` at a time (one
@@ -210,8 +232,11 @@ def robust_at_radius(attack, model, x, y, correct, eps, batch_size=500, cache=No
     if compiled is None:
         compiled = cache["fn"] = tf.function(
             lambda xb, yb, e: attack.perturb(fn, xb, yb, eps=e),
-            input_signature=[tf.TensorSpec([None, *x.shape[1:]], tf.float32),
-                             tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.float32)],
+            input_signature=[
+                tf.TensorSpec([None, *x.shape[1:]], tf.float32),
+                tf.TensorSpec([None], tf.int64),
+                tf.TensorSpec([], tf.float32),
+            ],
         )
     idx = np.flatnonzero(correct)
     robust = np.zeros(len(x), bool)
@@ -225,7 +250,9 @@ def robust_at_radius(attack, model, x, y, correct, eps, batch_size=500, cache=No
 # ----------------------------------------------------------------- evaluate
 def _named_attacks(suite, eps, surrogate, batch_size, seed):
     if isinstance(suite, str):
-        return suites_lib.build_suite(suite, eps, surrogate=surrogate, batch_size=batch_size, seed=seed)
+        return suites_lib.build_suite(
+            suite, eps, surrogate=surrogate, batch_size=batch_size, seed=seed
+        )
     if isinstance(suite, dict):
         items = list(suite.items())
     else:
@@ -269,9 +296,21 @@ def _suite_eps(suite, norm):
     return eps.pop() if len(eps) == 1 else None
 
 
-def evaluate(model_or_path, data, suite="linf", eps=None, n=None, surrogate=None,
-             batch_size=500, checks=True, check_examples=100, seed=0, name=None,
-             dataset=None, verbose=0):
+def evaluate(
+    model_or_path,
+    data,
+    suite="linf",
+    eps=None,
+    n=None,
+    surrogate=None,
+    batch_size=500,
+    checks=True,
+    check_examples=100,
+    seed=0,
+    name=None,
+    dataset=None,
+    verbose=0,
+):
     """Evaluates a model under an attack suite and returns a :class:`Report`.
 
     Example:
@@ -332,7 +371,9 @@ def evaluate(model_or_path, data, suite="linf", eps=None, n=None, surrogate=None
                 "or a list of attacks."
             )
         if suite == "blackbox" and surrogate is None:
-            raise ValueError("`surrogate` is required for suite='blackbox' (a model or export path).")
+            raise ValueError(
+                "`surrogate` is required for suite='blackbox' (a model or export path)."
+            )
     elif suite is None or (not isinstance(suite, dict) and not hasattr(suite, "__iter__")):
         raise ValueError(
             f"`suite` must be 'linf', 'l2', 'blackbox', a list of attacks or a dict of "
@@ -369,8 +410,9 @@ def evaluate(model_or_path, data, suite="linf", eps=None, n=None, surrogate=None
     worst = correct.copy()
     results, masks = [], {}
     for label, attack in attacks.items():
-        mask, result = robust_mask(attack, model, fn, x, y, correct, batch_size, eps, norm,
-                                   label=label, verbose=verbose)
+        mask, result = robust_mask(
+            attack, model, fn, x, y, correct, batch_size, eps, norm, label=label, verbose=verbose
+        )
         if verbose:
             print(f"{label}: {100 * result.accuracy:.2f} % ({result.seconds:.1f} s)")
         worst &= mask
@@ -388,15 +430,30 @@ def evaluate(model_or_path, data, suite="linf", eps=None, n=None, surrogate=None
             if not (result.black_box or suite == "blackbox"):
                 continue
             a_norm, a_eps = suites_lib.threat_of(attack)
-            same = a_norm == norm and a_eps is not None and abs(float(a_eps) - eps) <= 1e-6 * max(1.0, eps)
+            same = (
+                a_norm == norm
+                and a_eps is not None
+                and abs(float(a_eps) - eps) <= 1e-6 * max(1.0, eps)
+            )
             if same:
                 black_box[result.name] = masks[result.name]
             else:
                 other.append(result.name)
         report_checks = run_checks(
-            model, fn, x, y, correct, norm=norm, eps=eps, surrogate=surrogate,
-            black_box_masks=black_box, n=check_examples, batch_size=batch_size, seed=seed,
-            checks=checks, black_box_other=other,
+            model,
+            fn,
+            x,
+            y,
+            correct,
+            norm=norm,
+            eps=eps,
+            surrogate=surrogate,
+            black_box_masks=black_box,
+            n=check_examples,
+            batch_size=batch_size,
+            seed=seed,
+            checks=checks,
+            black_box_other=other,
         )
         if verbose:
             flags = [c.name for c in report_checks if c.flagged]
@@ -413,6 +470,8 @@ def evaluate(model_or_path, data, suite="linf", eps=None, n=None, surrogate=None
         suite=suite if isinstance(suite, str) else "custom",
         dataset=dataset,
         black_box=suite == "blackbox",
-        metadata={"clean_seconds": round(clean_seconds, 3),
-                  "export": {k: metadata_value(metadata, k) for k in _META_KEYS} if metadata else {}},
+        metadata={
+            "clean_seconds": round(clean_seconds, 3),
+            "export": {k: metadata_value(metadata, k) for k in _META_KEYS} if metadata else {},
+        },
     )

@@ -98,25 +98,32 @@ def steps_check(accuracies, m):
     names, values = list(accuracies), list(accuracies.values())
     tol = _tol(m)
     worse = [
-        (names[i], names[j]) for i in range(len(values)) for j in range(i + 1, len(values))
+        (names[i], names[j])
+        for i in range(len(values))
+        for j in range(i + 1, len(values))
         if values[j] > values[i] + tol
     ]
     seq = " ≥ ".join(f"{k} {100 * v:.1f} %" for k, v in accuracies.items())
     if worse:
-        msg = (f"stronger attacks are weaker: {seq} (" + "; ".join(
-            f"{b} > {a}" for a, b in worse) + "): gradients are unreliable (noisy or shattered).")
+        msg = (
+            f"stronger attacks are weaker: {seq} ("
+            + "; ".join(f"{b} > {a}" for a, b in worse)
+            + "): gradients are unreliable (noisy or shattered)."
+        )
     else:
         msg = f"accuracy does not rise with more steps: {seq}."
-    return Check("more steps not weaker", bool(worse), msg,
-                 {"accuracy": dict(accuracies), "tolerance": tol})
+    return Check(
+        "more steps not weaker", bool(worse), msg, {"accuracy": dict(accuracies), "tolerance": tol}
+    )
 
 
 def _check_steps(model, fn, x, y, correct, norm, eps, batch_size, seed, pgd40):
     from robustkit.attacks import FGSM
 
     accs = {
-        "FGSM" if norm == "linf" else "FGM": _accuracy(FGSM(eps=eps, norm=norm), model, fn, x, y,
-                                                        correct, batch_size),
+        "FGSM" if norm == "linf" else "FGM": _accuracy(
+            FGSM(eps=eps, norm=norm), model, fn, x, y, correct, batch_size
+        ),
         "PGD-10": _accuracy(_pgd(eps, 10, norm, seed), model, fn, x, y, correct, batch_size),
         "PGD-40": pgd40(eps),
     }
@@ -127,9 +134,12 @@ def _check_large_eps(x, norm, pgd40):
     big = 1.0 if norm == "linf" else math.sqrt(float(np.prod(x.shape[1:])))
     acc = pgd40(big)
     flagged = acc > LARGE_EPS_MAX_ACCURACY
-    msg = (f"PGD-40 at eps {big:g} (the whole image box) leaves {100 * acc:.1f} % accuracy"
-           + (f" (> {100 * LARGE_EPS_MAX_ACCURACY:.0f} %): the attack cannot find even "
-              "unbounded adversarial examples, so gradients are masked." if flagged else "."))
+    msg = f"PGD-40 at eps {big:g} (the whole image box) leaves {100 * acc:.1f} % accuracy" + (
+        f" (> {100 * LARGE_EPS_MAX_ACCURACY:.0f} %): the attack cannot find even "
+        "unbounded adversarial examples, so gradients are masked."
+        if flagged
+        else "."
+    )
     return Check("large eps reaches ~0 %", flagged, msg, {"eps": big, "accuracy": acc})
 
 
@@ -144,18 +154,27 @@ def black_box_check(white, black, m):
     True
     """
     if not black:
-        return Check("black-box not stronger", None,
-                     "skipped: no black-box attack in the suite and no `surrogate` given.")
+        return Check(
+            "black-box not stronger",
+            None,
+            "skipped: no black-box attack in the suite and no `surrogate` given.",
+        )
     tol = _tol(m)
     stronger = {k: v for k, v in black.items() if v < white - tol}
     listing = ", ".join(f"{k} {100 * v:.1f} %" for k, v in black.items())
     if stronger:
-        msg = (f"black-box attacks beat white-box PGD-40 ({100 * white:.1f} %): {listing}; "
-               "the white-box gradients are misleading (gradient masking).")
+        msg = (
+            f"black-box attacks beat white-box PGD-40 ({100 * white:.1f} %): {listing}; "
+            "the white-box gradients are misleading (gradient masking)."
+        )
     else:
         msg = f"white-box PGD-40 {100 * white:.1f} % ≤ black-box {listing}."
-    return Check("black-box not stronger", bool(stronger), msg,
-                 {"white_box": white, "black_box": black, "tolerance": tol})
+    return Check(
+        "black-box not stronger",
+        bool(stronger),
+        msg,
+        {"white_box": white, "black_box": black, "tolerance": tol},
+    )
 
 
 def _check_gradients(fn, x, y, batch_size):
@@ -175,12 +194,22 @@ def _check_gradients(fn, x, y, batch_size):
     m = len(x)
     flagged = nan > 0 or zero > ZERO_GRAD_MAX_FRACTION * m
     median = float(np.median(np.concatenate(norms)))
-    msg = (f"margin-loss input gradient is all zero on {zero}/{m} and NaN/Inf on {nan}/{m} "
-           f"examples (median L2 norm {median:.3g})")
-    msg += (": a non-differentiable or saturating component hides the gradient; "
-            "use BPDA or a black-box attack." if flagged else ".")
-    return Check("input gradients non-zero and finite", flagged, msg,
-                 {"zero": zero, "nan": nan, "examples": m, "median_norm": median})
+    msg = (
+        f"margin-loss input gradient is all zero on {zero}/{m} and NaN/Inf on {nan}/{m} "
+        f"examples (median L2 norm {median:.3g})"
+    )
+    msg += (
+        ": a non-differentiable or saturating component hides the gradient; "
+        "use BPDA or a black-box attack."
+        if flagged
+        else "."
+    )
+    return Check(
+        "input gradients non-zero and finite",
+        flagged,
+        msg,
+        {"zero": zero, "nan": nan, "examples": m, "median_norm": median},
+    )
 
 
 def _check_stochastic(fn, x, batch_size):
@@ -190,9 +219,12 @@ def _check_stochastic(fn, x, batch_size):
     diff = float(np.max(np.abs(a - b))) if a.size else 0.0
     scale = max(1.0, float(np.max(np.abs(a))) if a.size else 1.0)
     flagged = not math.isfinite(diff) or diff > STOCHASTIC_TOL * scale
-    msg = (f"two identical calls differ by max |Δlogit| = {diff:.3g}"
-           + (": the model is randomised; attack it with expectation over transformation, "
-              "e.g. `rk.evaluate(rk.evaluation.EOT(model, samples=20), data)`." if flagged else "."))
+    msg = f"two identical calls differ by max |Δlogit| = {diff:.3g}" + (
+        ": the model is randomised; attack it with expectation over transformation, "
+        "e.g. `rk.evaluate(rk.evaluation.EOT(model, samples=20), data)`."
+        if flagged
+        else "."
+    )
     return Check("deterministic outputs", flagged, msg, {"max_abs_diff": diff})
 
 
@@ -209,15 +241,33 @@ def select_checks(checks):
     try:
         keys = [str(c).lower() for c in checks]
     except TypeError:
-        raise ValueError(f"`checks` must be True, False or a list of {list(CHECKS)}; got {checks!r}.") from None
+        raise ValueError(
+            f"`checks` must be True, False or a list of {list(CHECKS)}; got {checks!r}."
+        ) from None
     unknown = [k for k in keys if k not in CHECKS]
     if unknown or not keys:
-        raise ValueError(f"Unknown `checks` {unknown or checks!r}; expected a list of {list(CHECKS)}.")
+        raise ValueError(
+            f"Unknown `checks` {unknown or checks!r}; expected a list of {list(CHECKS)}."
+        )
     return tuple(k for k in CHECKS if k in keys)
 
 
-def run_checks(model, fn, x, y, correct, norm, eps, surrogate=None, black_box_masks=None,
-               n=100, batch_size=500, seed=0, checks=CHECKS, black_box_other=()):
+def run_checks(
+    model,
+    fn,
+    x,
+    y,
+    correct,
+    norm,
+    eps,
+    surrogate=None,
+    black_box_masks=None,
+    n=100,
+    batch_size=500,
+    seed=0,
+    checks=CHECKS,
+    black_box_other=(),
+):
     """Runs the selected checks on the first ``n`` examples (see the module docstring).
 
     ``black_box_masks`` maps a black-box attack's name to its per-example robust
@@ -233,7 +283,9 @@ def run_checks(model, fn, x, y, correct, norm, eps, surrogate=None, black_box_ma
     attack40, cache = _pgd(eps, 40, norm, None if seed is None else seed + 1), {}
 
     def pgd40(radius):
-        return float(robust_at_radius(attack40, model, xs, ys, cs, radius, batch_size, cache).mean())
+        return float(
+            robust_at_radius(attack40, model, xs, ys, cs, radius, batch_size, cache).mean()
+        )
 
     out, white = [], None
     if "steps" in checks:
@@ -252,7 +304,7 @@ def run_checks(model, fn, x, y, correct, norm, eps, surrogate=None, black_box_ma
             white = pgd40(eps)
         check = black_box_check(white, black, m)
         if black_box_other:
-            check.message += (f" Not compared (another threat model): {', '.join(black_box_other)}.")
+            check.message += f" Not compared (another threat model): {', '.join(black_box_other)}."
             check.values["other_threat_model"] = list(black_box_other)
         out.append(check)
     if "gradients" in checks:
@@ -262,8 +314,9 @@ def run_checks(model, fn, x, y, correct, norm, eps, surrogate=None, black_box_ma
     return out
 
 
-def check_gradient_masking(model, data, norm="linf", eps=None, n=100, surrogate=None,
-                           batch_size=500, seed=0, checks=True):
+def check_gradient_masking(
+    model, data, norm="linf", eps=None, n=100, surrogate=None, batch_size=500, seed=0, checks=True
+):
     """The five gradient-masking checks on their own, as a list of :class:`Check`.
 
     Args:
@@ -290,5 +343,17 @@ def check_gradient_masking(model, data, norm="linf", eps=None, n=100, surrogate=
     if eps is None:
         eps = default_eps(norm, x.shape[1:], core.metadata_value(metadata, "dataset"))
     correct = np.argmax(core.predict_logits(fn, x, batch_size), axis=-1) == y
-    return run_checks(model, fn, x, y, correct, norm, eps, surrogate=surrogate, n=n,
-                      batch_size=batch_size, seed=seed, checks=selected)
+    return run_checks(
+        model,
+        fn,
+        x,
+        y,
+        correct,
+        norm,
+        eps,
+        surrogate=surrogate,
+        n=n,
+        batch_size=batch_size,
+        seed=seed,
+        checks=selected,
+    )

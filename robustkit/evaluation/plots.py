@@ -58,8 +58,9 @@ def _sweep(attack, eps_values, norm, steps, seed):
     return None, attacks.PGD(eps=top, steps=steps, norm=norm, seed=seed, early_stop=True)
 
 
-def robustness_curve(model, data, eps_values, attack="pgd", norm="linf", steps=40, n=None,
-                     batch_size=500, seed=0):
+def robustness_curve(
+    model, data, eps_values, attack="pgd", norm="linf", steps=40, n=None, batch_size=500, seed=0
+):
     """Accuracy under ``attack`` at each eps: ``{"eps": [...], "accuracy": [...]}``.
 
     ``attack`` is ``"pgd"`` (PGD-``steps``, step eps/4), ``"fgsm"``, or a function
@@ -72,14 +73,20 @@ def robustness_curve(model, data, eps_values, attack="pgd", norm="linf", steps=4
     except (TypeError, ValueError):
         raise ValueError(f"`eps_values` must be a list of numbers; got {eps_values!r}.") from None
     if not eps_values or any(not np.isfinite(e) or e < 0 for e in eps_values):
-        raise ValueError(f"`eps_values` must be a non-empty list of numbers >= 0; got {eps_values}.")
+        raise ValueError(
+            f"`eps_values` must be a non-empty list of numbers >= 0; got {eps_values}."
+        )
     if not (isinstance(attack, str) or callable(attack)):
-        raise ValueError(f"`attack` must be 'pgd', 'fgsm' or a function eps -> attack; got {attack!r}.")
+        raise ValueError(
+            f"`attack` must be 'pgd', 'fgsm' or a function eps -> attack; got {attack!r}."
+        )
     if isinstance(attack, str):
         attack = check_choice(attack, {"pgd", "fgsm"}, "attack")
     elif hasattr(attack, "perturb"):
-        raise ValueError("`attack` must be 'pgd', 'fgsm' or a function eps -> attack, not an "
-                         "attack object (its eps is fixed).")
+        raise ValueError(
+            "`attack` must be 'pgd', 'fgsm' or a function eps -> attack, not an "
+            "attack object (its eps is fixed)."
+        )
     model, _, name = core.resolve_model(model, "model")
     x, y = core.collect_data(data, n)
     fn = as_logits_fn(model)
@@ -90,16 +97,43 @@ def robustness_curve(model, data, eps_values, attack="pgd", norm="linf", steps=4
         if eps == 0:
             accs.append(float(correct.mean()))
         elif shared is not None:
-            accs.append(float(core.robust_at_radius(shared, model, x, y, correct, eps, batch_size, cache).mean()))
+            accs.append(
+                float(
+                    core.robust_at_radius(
+                        shared, model, x, y, correct, eps, batch_size, cache
+                    ).mean()
+                )
+            )
         else:
             label = label or attack_name(per_eps[eps])
-            accs.append(float(core.robust_mask(per_eps[eps], model, fn, x, y, correct, batch_size)[0].mean()))
-    return {"eps": eps_values, "accuracy": accs, "attack": label or str(attack), "norm": norm,
-            "n": len(x), "name": name}
+            accs.append(
+                float(
+                    core.robust_mask(per_eps[eps], model, fn, x, y, correct, batch_size)[0].mean()
+                )
+            )
+    return {
+        "eps": eps_values,
+        "accuracy": accs,
+        "attack": label or str(attack),
+        "norm": norm,
+        "n": len(x),
+        "name": name,
+    }
 
 
-def plot_robustness_curve(model, data, eps_values, attack="pgd", norm="linf", path="robustness_curve.png",
-                          steps=40, n=None, batch_size=500, seed=0, title=None):
+def plot_robustness_curve(
+    model,
+    data,
+    eps_values,
+    attack="pgd",
+    norm="linf",
+    path="robustness_curve.png",
+    steps=40,
+    n=None,
+    batch_size=500,
+    seed=0,
+    title=None,
+):
     """Draws accuracy (%) against eps and saves a PNG at ``path``.
 
     Args:
@@ -134,8 +168,9 @@ def plot_robustness_curve(model, data, eps_values, attack="pgd", norm="linf", pa
     return curves
 
 
-def plot_examples(model, x, y, attack, path="adversarial_examples.png", n=8, class_names=None,
-                  batch_size=500):
+def plot_examples(
+    model, x, y, attack, path="adversarial_examples.png", n=8, class_names=None, batch_size=500
+):
     """A grid of ``n`` examples: clean image, perturbation (rescaled so that 0 is
     mid-grey and the largest absolute change is black/white), adversarial image,
     with the true and predicted labels (a wrong prediction in red).
@@ -155,7 +190,9 @@ def plot_examples(model, x, y, attack, path="adversarial_examples.png", n=8, cla
     fn = as_logits_fn(model)
     check_labels(y, n=len(x), num_classes=int(fn(x[:1]).shape[-1]), name="y")
     if not callable(attack):
-        raise ValueError(f"`attack` must be an attack object called as attack(model, x, y); got {attack!r}.")
+        raise ValueError(
+            f"`attack` must be an attack object called as attack(model, x, y); got {attack!r}."
+        )
     x_adv = attack(model, x, y)
     x_adv = np.asarray(x_adv.numpy() if hasattr(x_adv, "numpy") else x_adv)
     clean_pred = np.argmax(core.predict_logits(fn, x, batch_size), axis=-1)
@@ -169,24 +206,38 @@ def plot_examples(model, x, y, attack, path="adversarial_examples.png", n=8, cla
     cols = len(x)
     fig = _figure(figsize=(1.6 * cols + 0.6, 5.4))
     gray = x.shape[-1] == 1
-    rows = (("clean", x), (f"perturbation (±{scale:.3g})", 0.5 + delta / (2 * scale)), ("adversarial", x_adv))
+    rows = (
+        ("clean", x),
+        (f"perturbation (±{scale:.3g})", 0.5 + delta / (2 * scale)),
+        ("adversarial", x_adv),
+    )
     for r, (row_name, images) in enumerate(rows):
         for c in range(cols):
             ax = fig.add_subplot(3, cols, r * cols + c + 1)
             img = np.clip(images[c], 0, 1)
-            ax.imshow(img[..., 0] if gray else img, cmap="gray" if gray else None, vmin=0, vmax=1,
-                      interpolation="nearest")
+            ax.imshow(
+                img[..., 0] if gray else img,
+                cmap="gray" if gray else None,
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(row_name, fontsize=8)
             if r == 0:
                 ok = clean_pred[c] == y[c]
-                ax.set_title(f"y={label(y[c])} pred={label(clean_pred[c])}", fontsize=7,
-                             color="black" if ok else "red")
+                ax.set_title(
+                    f"y={label(y[c])} pred={label(clean_pred[c])}",
+                    fontsize=7,
+                    color="black" if ok else "red",
+                )
             elif r == 2:
                 ok = adv_pred[c] == y[c]
-                ax.set_title(f"pred={label(adv_pred[c])}", fontsize=7, color="black" if ok else "red")
+                ax.set_title(
+                    f"pred={label(adv_pred[c])}", fontsize=7, color="black" if ok else "red"
+                )
     fig.suptitle(f"{attack_name(attack)}: clean / perturbation / adversarial", fontsize=9)
     _save(fig, path)
     return {"x_adv": x_adv, "clean_pred": clean_pred, "adv_pred": adv_pred, "path": path}

@@ -80,9 +80,22 @@ class Report:
     ``report["worst_case"]``; ``report.rows`` lists one dict per column.
     """
 
-    def __init__(self, name, n, clean_accuracy, attacks=(), worst_case=None, checks=None,
-                 norm=None, eps=None, suite=None, dataset=None, black_box=False,
-                 metadata=None, created=None):
+    def __init__(
+        self,
+        name,
+        n,
+        clean_accuracy,
+        attacks=(),
+        worst_case=None,
+        checks=None,
+        norm=None,
+        eps=None,
+        suite=None,
+        dataset=None,
+        black_box=False,
+        metadata=None,
+        created=None,
+    ):
         self.name = name
         self.n = int(n)
         self.clean_accuracy = float(clean_accuracy)
@@ -108,13 +121,31 @@ class Report:
     @property
     def rows(self):
         """One dict per column: ``attack``, ``accuracy``, ``examples``, ``seconds``."""
-        rows = [{"attack": "None", "accuracy": self.clean_accuracy, "examples": self.n,
-                 "seconds": self.metadata.get("clean_seconds", 0.0)}]
+        rows = [
+            {
+                "attack": "None",
+                "accuracy": self.clean_accuracy,
+                "examples": self.n,
+                "seconds": self.metadata.get("clean_seconds", 0.0),
+            }
+        ]
         for a in self.attacks:
-            rows.append({"attack": a.name, "accuracy": a.accuracy, "examples": a.examples,
-                         "seconds": a.seconds})
-        rows.append({"attack": "Worst case", "accuracy": self.worst_case,
-                     "examples": self.n, "seconds": sum(a.seconds for a in self.attacks)})
+            rows.append(
+                {
+                    "attack": a.name,
+                    "accuracy": a.accuracy,
+                    "examples": a.examples,
+                    "seconds": a.seconds,
+                }
+            )
+        rows.append(
+            {
+                "attack": "Worst case",
+                "accuracy": self.worst_case,
+                "examples": self.n,
+                "seconds": sum(a.seconds for a in self.attacks),
+            }
+        )
         return rows
 
     def keys(self):
@@ -188,12 +219,18 @@ class Report:
         gradient-masking checks (always listed; flags are never hidden)."""
         lines = [Report.table([self], title=title, worst_case=worst_case, digits=digits)]
         if details:
-            lines += ["", self._setting_line(), "",
-                      "| Attack | Accuracy (%) | Examples attacked | Seconds | Outside ball |",
-                      "|---|---|---|---|---|"]
+            lines += [
+                "",
+                self._setting_line(),
+                "",
+                "| Attack | Accuracy (%) | Examples attacked | Seconds | Outside ball |",
+                "|---|---|---|---|---|",
+            ]
             for a in self.attacks:
-                lines.append(f"| {a.name} | {_pct(a.accuracy, digits)} | {a.examples} | "
-                             f"{a.seconds:.1f} | {a.outside_ball} |")
+                lines.append(
+                    f"| {a.name} | {_pct(a.accuracy, digits)} | {a.examples} | "
+                    f"{a.seconds:.1f} | {a.outside_ball} |"
+                )
         lines += ["", self._checks_markdown()]
         return "\n".join(lines)
 
@@ -209,9 +246,12 @@ class Report:
     def _checks_markdown(self):
         if self.checks is None:
             return "Gradient-masking checks: not run."
-        head = (f"**Gradient-masking checks: {len(self.flags)} flag(s) — treat the robust "
-                "accuracies above with suspicion.**" if self.flags
-                else "Gradient-masking checks: none fired.")
+        head = (
+            f"**Gradient-masking checks: {len(self.flags)} flag(s) — treat the robust "
+            "accuracies above with suspicion.**"
+            if self.flags
+            else "Gradient-masking checks: none fired."
+        )
         return "\n".join([head] + [f"- [{c.status}] {c.name}: {c.message}" for c in self.checks])
 
     @staticmethod

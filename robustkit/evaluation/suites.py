@@ -87,8 +87,9 @@ def _make(column, eps, norm, batch_size, seed):
         return _construct(cls, {"eps": eps}, {"steps": 40, **common})
     if column == "TI-DIM":
         # 40 steps of 0.007 at eps 8/255 (the paper); the same step/eps ratio elsewhere.
-        return _construct(cls, {"eps": eps}, {"steps": 40, "step_size": 0.007 * eps / (8 / 255),
-                                              **common})
+        return _construct(
+            cls, {"eps": eps}, {"steps": 40, "step_size": 0.007 * eps / (8 / 255), **common}
+        )
     if column == "DDN":
         # The NAMID protocol: 20 iterations.
         return _construct(cls, {"eps": eps}, {"steps": 20, **common})

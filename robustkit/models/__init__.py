@@ -7,13 +7,13 @@ Example:
 (None, 10)
 """
 
-from robustkit.models.small import small_cnn
 from robustkit.models.resnet import preact_resnet18, resnet18
+from robustkit.models.small import small_cnn
 from robustkit.models.vgg import vgg19
 from robustkit.models.wrn import wide_resnet
 
 __all__ = ["small_cnn", "resnet18", "preact_resnet18", "vgg19", "wide_resnet"]
-from robustkit.models.autoencoders import (  # noqa: E402
+from robustkit.models.autoencoders import (
     AdversarialAutoencoder,
     adversarial_autoencoder,
     conv_autoencoder,
@@ -21,5 +21,10 @@ from robustkit.models.autoencoders import (  # noqa: E402
     sparse_autoencoder,
 )
 
-__all__ += ["AdversarialAutoencoder", "adversarial_autoencoder", "conv_autoencoder",
-            "dense_autoencoder", "sparse_autoencoder"]
+__all__ += [
+    "AdversarialAutoencoder",
+    "adversarial_autoencoder",
+    "conv_autoencoder",
+    "dense_autoencoder",
+    "sparse_autoencoder",
+]

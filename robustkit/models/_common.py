@@ -17,7 +17,9 @@ def check_common(input_shape, num_classes, base_filters):
     except (TypeError, ValueError):
         raise ValueError(f"`input_shape` must be (H, W, C); got {input_shape!r}.") from None
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"`input_shape` must be (H, W, C) with positive sizes; got {input_shape!r}.")
+        raise ValueError(
+            f"`input_shape` must be (H, W, C) with positive sizes; got {input_shape!r}."
+        )
     num_classes = check_int(num_classes, "num_classes", minimum=2)
     base_filters = check_int(base_filters, "base_filters", minimum=1)
     return shape, num_classes, base_filters

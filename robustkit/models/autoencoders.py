@@ -16,7 +16,6 @@ Example:
 (None, 8, 8, 1)
 """
 
-
 import keras
 import numpy as np
 from keras import ops
@@ -30,7 +29,9 @@ def _shape(input_shape):
     except (TypeError, ValueError):
         raise ValueError(f"`input_shape` must be (H, W, C); got {input_shape!r}.") from None
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"`input_shape` must be (H, W, C) with positive sizes; got {input_shape!r}.")
+        raise ValueError(
+            f"`input_shape` must be (H, W, C) with positive sizes; got {input_shape!r}."
+        )
     return shape
 
 
@@ -87,8 +88,15 @@ def dense_autoencoder(input_shape=(28, 28, 1), code=128, learning_rate=0.0025, n
     return model
 
 
-def sparse_autoencoder(input_shape=(28, 28, 1), code=128, l1=1e-7, rho=0.1, sparsity_weight=3.0,
-                       learning_rate=0.0025, name="sparse_ae"):
+def sparse_autoencoder(
+    input_shape=(28, 28, 1),
+    code=128,
+    l1=1e-7,
+    rho=0.1,
+    sparsity_weight=3.0,
+    learning_rate=0.0025,
+    name="sparse_ae",
+):
     """Sparse AE: the dense AE with a sigmoid code carrying L1 activity (1e-7) and
     a KL sparsity penalty (target rho 0.1, weight 3); RMSprop(0.0025), MSE.
 
@@ -102,7 +110,9 @@ def sparse_autoencoder(input_shape=(28, 28, 1), code=128, l1=1e-7, rho=0.1, spar
     inputs = keras.Input(shape)
     h = keras.layers.Flatten()(inputs)
     h = keras.layers.Dense(
-        code, activation="sigmoid", name="encoder",
+        code,
+        activation="sigmoid",
+        name="encoder",
         activity_regularizer=SparsityRegularizer(l1=l1, rho=rho, weight=sparsity_weight),
     )(h)
     h = keras.layers.Dense(d, activation="sigmoid", name="decoder")(h)
@@ -112,8 +122,9 @@ def sparse_autoencoder(input_shape=(28, 28, 1), code=128, l1=1e-7, rho=0.1, spar
     return model
 
 
-def conv_autoencoder(input_shape=(28, 28, 1), filters=(16, 8), kernel=5, learning_rate=1.0,
-                     name="conv_ae"):
+def conv_autoencoder(
+    input_shape=(28, 28, 1), filters=(16, 8), kernel=5, learning_rate=1.0, name="conv_ae"
+):
     """Convolutional AE: conv16 5x5, max-pool, conv8 5x5, max-pool, then the mirror
     with up-sampling and a sigmoid output; Adadelta (learning rate 1.0, the Keras 2
     default the paper's code used) and binary cross-entropy. The first layer,
@@ -137,8 +148,9 @@ def conv_autoencoder(input_shape=(28, 28, 1), filters=(16, 8), kernel=5, learnin
     h = keras.layers.UpSampling2D(2)(h)
     h = keras.layers.Conv2D(f1, kernel, activation="relu", padding="same", name="deconv1")(h)
     h = keras.layers.UpSampling2D(2)(h)
-    outputs = keras.layers.Conv2D(shape[-1], kernel, activation="sigmoid", padding="same",
-                                  name="reconstruction")(h)
+    outputs = keras.layers.Conv2D(
+        shape[-1], kernel, activation="sigmoid", padding="same", name="reconstruction"
+    )(h)
     model = keras.Model(inputs, outputs, name=name)
     model.compile(optimizer=keras.optimizers.Adadelta(learning_rate), loss="binary_crossentropy")
     return model
@@ -164,8 +176,15 @@ class AdversarialAutoencoder(keras.Model):
     TensorShape([1, 8, 8, 1])
     """
 
-    def __init__(self, input_shape=(28, 28, 1), hidden=1000, latent=2, disc_hidden=1000,
-                 learning_rate=2e-4, **kwargs):
+    def __init__(
+        self,
+        input_shape=(28, 28, 1),
+        hidden=1000,
+        latent=2,
+        disc_hidden=1000,
+        learning_rate=2e-4,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.image_shape = _shape(input_shape)
         self.hidden = check_int(hidden, "hidden")
@@ -174,21 +193,34 @@ class AdversarialAutoencoder(keras.Model):
         self.learning_rate = check_positive(learning_rate, "learning_rate")
         d = int(np.prod(self.image_shape))
         self.encoder = keras.Sequential(
-            [keras.Input(self.image_shape), keras.layers.Flatten(),
-             keras.layers.Dense(self.hidden, activation="relu"),
-             keras.layers.Dense(self.hidden, activation="relu"),
-             keras.layers.Dense(self.latent)], name="encoder")
+            [
+                keras.Input(self.image_shape),
+                keras.layers.Flatten(),
+                keras.layers.Dense(self.hidden, activation="relu"),
+                keras.layers.Dense(self.hidden, activation="relu"),
+                keras.layers.Dense(self.latent),
+            ],
+            name="encoder",
+        )
         self.decoder = keras.Sequential(
-            [keras.Input((self.latent,)),
-             keras.layers.Dense(self.hidden, activation="relu"),
-             keras.layers.Dense(self.hidden, activation="relu"),
-             keras.layers.Dense(d, activation="sigmoid"),
-             keras.layers.Reshape(self.image_shape)], name="decoder")
+            [
+                keras.Input((self.latent,)),
+                keras.layers.Dense(self.hidden, activation="relu"),
+                keras.layers.Dense(self.hidden, activation="relu"),
+                keras.layers.Dense(d, activation="sigmoid"),
+                keras.layers.Reshape(self.image_shape),
+            ],
+            name="decoder",
+        )
         self.discriminator = keras.Sequential(
-            [keras.Input((self.latent,)),
-             keras.layers.Dense(self.disc_hidden, activation="relu"),
-             keras.layers.Dense(self.disc_hidden, activation="relu"),
-             keras.layers.Dense(1)], name="discriminator")
+            [
+                keras.Input((self.latent,)),
+                keras.layers.Dense(self.disc_hidden, activation="relu"),
+                keras.layers.Dense(self.disc_hidden, activation="relu"),
+                keras.layers.Dense(1),
+            ],
+            name="discriminator",
+        )
         self.d_optimizer = keras.optimizers.Adam(self.learning_rate, beta_1=0.5)
         self.g_optimizer = keras.optimizers.Adam(self.learning_rate, beta_1=0.5)
         self._d_tracker = keras.metrics.Mean(name="d_loss")
@@ -261,8 +293,13 @@ class AdversarialAutoencoder(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update(input_shape=self.image_shape, hidden=self.hidden, latent=self.latent,
-                      disc_hidden=self.disc_hidden, learning_rate=self.learning_rate)
+        config.update(
+            input_shape=self.image_shape,
+            hidden=self.hidden,
+            latent=self.latent,
+            disc_hidden=self.disc_hidden,
+            learning_rate=self.learning_rate,
+        )
         return config
 
     @classmethod
@@ -274,17 +311,28 @@ class AdversarialAutoencoder(keras.Model):
         return cls(**config)
 
 
-def adversarial_autoencoder(input_shape=(28, 28, 1), hidden=1000, latent=2, disc_hidden=1000,
-                            learning_rate=2e-4, name="adversarial_ae"):
+def adversarial_autoencoder(
+    input_shape=(28, 28, 1),
+    hidden=1000,
+    latent=2,
+    disc_hidden=1000,
+    learning_rate=2e-4,
+    name="adversarial_ae",
+):
     """A compiled :class:`AdversarialAutoencoder` (encoder/decoder ``hidden``-``hidden``,
     2-d latent, discriminator ``disc_hidden``-``disc_hidden``-1, N(0, I) prior).
 
     >>> adversarial_autoencoder((8, 8, 1), hidden=8, disc_hidden=8).latent
     2
     """
-    model = AdversarialAutoencoder(input_shape, hidden=hidden, latent=latent,
-                                   disc_hidden=disc_hidden, learning_rate=learning_rate,
-                                   name=name)
+    model = AdversarialAutoencoder(
+        input_shape,
+        hidden=hidden,
+        latent=latent,
+        disc_hidden=disc_hidden,
+        learning_rate=learning_rate,
+        name=name,
+    )
     model.compile()
     return model
 

@@ -89,8 +89,9 @@ def resnet18(input_shape=(32, 32, 3), num_classes=10, base_filters=64, name="res
     return keras.Model(inputs, head(h, num_classes), name=name)
 
 
-def preact_resnet18(input_shape=(32, 32, 3), num_classes=10, base_filters=64,
-                    name="preact_resnet18"):
+def preact_resnet18(
+    input_shape=(32, 32, 3), num_classes=10, base_filters=64, name="preact_resnet18"
+):
     """Pre-activation ResNet-18 (He et al., ECCV 2016) with the CIFAR stem; returns logits.
 
     The stem is a bare 3x3 convolution (each block pre-activates its input);

@@ -33,9 +33,9 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, width=32, dense=128, name
     big = input_shape[0] > 16
     inputs = keras.Input(tuple(input_shape))
     h = keras.layers.Conv2D(width, 3, activation="relu", name="conv1")(inputs)
-    h = keras.layers.Conv2D(
-        2 * width, 3, strides=2 if big else 1, activation="relu", name="conv2"
-    )(h)
+    h = keras.layers.Conv2D(2 * width, 3, strides=2 if big else 1, activation="relu", name="conv2")(
+        h
+    )
     if big:
         h = keras.layers.MaxPooling2D(2)(h)
     h = keras.layers.Flatten()(h)

@@ -12,8 +12,29 @@ import keras
 from robustkit.models._common import bn, check_common, conv, head, relu
 
 #: filters per conv (multiples of ``base_filters`` / 64) and "M" for 2x2 max-pooling
-VGG19_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-                512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+VGG19_LAYERS = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+)
 
 
 def vgg19(input_shape=(32, 32, 3), num_classes=10, base_filters=64, name="vgg19"):

@@ -14,8 +14,9 @@ from robustkit.models._common import bn, check_common, conv, head, relu
 from robustkit.models.resnet import _preact_block
 
 
-def wide_resnet(depth=34, width=10, input_shape=(32, 32, 3), num_classes=10, base_filters=16,
-                name=None):
+def wide_resnet(
+    depth=34, width=10, input_shape=(32, 32, 3), num_classes=10, base_filters=16, name=None
+):
     """Wide ResNet (Zagoruyko & Komodakis, BMVC 2016); WRN-34-10 is the default.
 
     A 3x3 stem convolution (``base_filters`` = 16 filters), three groups of

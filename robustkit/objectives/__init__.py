@@ -17,8 +17,7 @@ from robustkit.objectives.core import (
     mart_loss,
     trades_loss,
 )
-
-from robustkit.objectives.mi import NAMID, NAMID_M, NAMID_T, WMIM  # noqa: E402
+from robustkit.objectives.mi import NAMID, NAMID_M, NAMID_T, WMIM
 
 #: defence names accepted by ``get`` and the CLI's ``--defense``
 REGISTRY = {"standard": AT, "at": AT, "trades": TRADES, "mart": MART}
@@ -33,4 +32,18 @@ def get(name, **kwargs):
     return REGISTRY[key](**kwargs)
 
 
-__all__ = ["AT", "MART", "TRADES", "WMIM", "NAMID", "NAMID_T", "NAMID_M", "Objective", "at_loss", "mart_loss", "trades_loss", "get", "REGISTRY"]
+__all__ = [
+    "AT",
+    "MART",
+    "TRADES",
+    "WMIM",
+    "NAMID",
+    "NAMID_T",
+    "NAMID_M",
+    "Objective",
+    "at_loss",
+    "mart_loss",
+    "trades_loss",
+    "get",
+    "REGISTRY",
+]

@@ -109,8 +109,9 @@ def selection_mask(kind, y, logits_clean, logits_adv, sample_weight=None):
     return tf.stop_gradient(mask)
 
 
-def namid_mi_loss(natural, adversarial, x, x_adv, logits_clean, logits_adv, mask, lam=0.1,
-                  mi_floor=0.0):
+def namid_mi_loss(
+    natural, adversarial, x, x_adv, logits_clean, logits_adv, mask, lam=0.1, mi_floor=0.0
+):
     """NAMID's ``L_mi`` and its parts (natural / adversarial MI of ``h(x~)``).
 
     ``mi_floor``: in the ``lam`` term the adversarial-MI estimates are clamped
@@ -152,8 +153,16 @@ class _NAMIDBase(Objective):
 
     needs_clean_logits = True
 
-    def __init__(self, natural_estimator=None, adversarial_estimator=None, alpha=5.0, lam=0.1,
-                 select="wrong", estimators_path=None, mi_floor=0.0):
+    def __init__(
+        self,
+        natural_estimator=None,
+        adversarial_estimator=None,
+        alpha=5.0,
+        lam=0.1,
+        select="wrong",
+        estimators_path=None,
+        mi_floor=0.0,
+    ):
         if estimators_path is not None:
             if natural_estimator is not None or adversarial_estimator is not None:
                 raise ValueError("Pass either the estimators or `estimators_path`, not both.")
@@ -192,8 +201,15 @@ class _NAMIDBase(Objective):
         base, parts = self.base_loss(y, logits_adv, logits_clean, sample_weight)
         mask = selection_mask(self.select, y, logits_clean, logits_adv, sample_weight)
         l_mi, mi_parts = namid_mi_loss(
-            self.natural_estimator, self.adversarial_estimator, x, x_adv,
-            logits_clean, logits_adv, mask, self.lam, self.mi_floor,
+            self.natural_estimator,
+            self.adversarial_estimator,
+            x,
+            x_adv,
+            logits_clean,
+            logits_adv,
+            mask,
+            self.lam,
+            self.mi_floor,
         )
         parts = dict(parts)
         parts["l_mi"] = l_mi
@@ -201,7 +217,12 @@ class _NAMIDBase(Objective):
         return base + self.alpha * l_mi, parts
 
     def get_config(self):
-        config = {"alpha": self.alpha, "lam": self.lam, "select": self.select, "mi_floor": self.mi_floor}
+        config = {
+            "alpha": self.alpha,
+            "lam": self.lam,
+            "select": self.select,
+            "mi_floor": self.mi_floor,
+        }
         if self.estimators_path:
             config["estimators_path"] = self.estimators_path
         else:
@@ -238,8 +259,11 @@ _ARGS_DOC = """
 
 @keras.saving.register_keras_serializable(package="robustkit")
 class NAMID(_NAMIDBase):
-    """NAMID: ``CE(h(x~), y) + alpha * L_mi`` (Zhou et al., ICML 2022); inner attack CE-PGD.
-    """ + _ARGS_DOC + """
+    (
+        """NAMID: ``CE(h(x~), y) + alpha * L_mi`` (Zhou et al., ICML 2022); inner attack CE-PGD.
+    """
+        + _ARGS_DOC
+        + """
     Example:
 
     >>> import robustkit as rk
@@ -248,6 +272,7 @@ class NAMID(_NAMIDBase):
     >>> rk.objectives.NAMID(nat, adv).parts[:2]
     ('ce', 'l_mi')
     """
+    )
 
     name = "namid"
     parts = ("ce",) + _MI_PARTS
@@ -260,10 +285,20 @@ class NAMID(_NAMIDBase):
 class _BetaNAMID(_NAMIDBase):
     """NAMID with a TRADES / MART base loss: adds that loss's ``beta``."""
 
-    def __init__(self, natural_estimator=None, adversarial_estimator=None, beta=6.0, alpha=5.0,
-                 lam=0.1, select="wrong", estimators_path=None, mi_floor=0.0):
-        super().__init__(natural_estimator, adversarial_estimator, alpha, lam, select,
-                         estimators_path, mi_floor)
+    def __init__(
+        self,
+        natural_estimator=None,
+        adversarial_estimator=None,
+        beta=6.0,
+        alpha=5.0,
+        lam=0.1,
+        select="wrong",
+        estimators_path=None,
+        mi_floor=0.0,
+    ):
+        super().__init__(
+            natural_estimator, adversarial_estimator, alpha, lam, select, estimators_path, mi_floor
+        )
         self.beta = check_non_negative(beta, "beta")
 
     def get_config(self):
@@ -274,12 +309,15 @@ class _BetaNAMID(_NAMIDBase):
 
 @keras.saving.register_keras_serializable(package="robustkit")
 class NAMID_T(_BetaNAMID):
-    """NAMID_T: the TRADES loss plus ``alpha * L_mi``; inner attack: TRADES' KL-PGD
+    (
+        """NAMID_T: the TRADES loss plus ``alpha * L_mi``; inner attack: TRADES' KL-PGD
     from ``x + 0.001 N(0, 1)``.
 
     Args:
         beta: TRADES' weight (6; the paper does not report NAMID_T's).
-    """ + _ARGS_DOC + """
+    """
+        + _ARGS_DOC
+        + """
     Example:
 
     >>> import robustkit as rk
@@ -288,6 +326,7 @@ class NAMID_T(_BetaNAMID):
     >>> rk.objectives.NAMID_T(nat, adv, beta=6.0).attack_loss
     'kl'
     """
+    )
 
     name = "namid_t"
     attack_loss = "kl"
@@ -300,12 +339,15 @@ class NAMID_T(_BetaNAMID):
 
 @keras.saving.register_keras_serializable(package="robustkit")
 class NAMID_M(_BetaNAMID):
-    """NAMID_M: the MART loss plus ``alpha * L_mi``; inner attack CE-PGD from
+    (
+        """NAMID_M: the MART loss plus ``alpha * L_mi``; inner attack CE-PGD from
     ``x + 0.001 N(0, 1)``.
 
     Args:
         beta: MART's weight (6 WRN, 5 ResNet-18; default 6).
-    """ + _ARGS_DOC + """
+    """
+        + _ARGS_DOC
+        + """
     Example:
 
     >>> import robustkit as rk
@@ -314,6 +356,7 @@ class NAMID_M(_BetaNAMID):
     >>> rk.objectives.NAMID_M(nat, adv, beta=5.0).beta
     5.0
     """
+    )
 
     name = "namid_m"
     attack_start = "normal"
