@@ -15,7 +15,7 @@ from robustkit.attacks.cw import CW
 from robustkit.attacks.ddn import DDN
 from robustkit.attacks.fab import FAB
 from robustkit.attacks.fwa import FWA
-from robustkit.attacks.mim import MIM, TIDIM
+from robustkit.attacks.mim import MIM
 from robustkit.attacks.minmax import (
     MinMax,
     PenaltyMINE,
@@ -24,6 +24,7 @@ from robustkit.attacks.minmax import (
 )
 from robustkit.attacks.pgd import FGSM, PGD
 from robustkit.attacks.square import Square
+from robustkit.attacks.tidim import TIDIM
 from robustkit.attacks.transfer import Transfer
 
 __all__ = [

@@ -17,31 +17,31 @@ import math
 import keras
 import tensorflow as tf
 
-from robustkit._validation import check_choice, check_int, check_positive
-from robustkit.attacks.base import Attack, loss_and_grad
-from robustkit.attacks.cw import _l2, select_within
+from robustkit import threat as threat_lib
+from robustkit._validation import check_int, check_positive
+from robustkit.attacks import engine
+from robustkit.attacks.base import loss_and_grad
+from robustkit.attacks.minimal_norm import MinimalNormL2
 
-_LOOPS = ("auto", "unrolled", "while")
-#: above this many steps, ``loop="auto"`` uses ``tf.while_loop``
-MAX_UNROLLED_STEPS = 4
+__all__ = ["DDN"]
 
 
 @keras.saving.register_keras_serializable(package="robustkit")
-class DDN(Attack):
+class DDN(MinimalNormL2):
     """Decoupled direction and norm: a fast minimal-L2 attack.
 
     Example:
 
     >>> import robustkit as rk
     >>> atk = rk.attacks.DDN()             # 100 steps, eps_0 1, gamma 0.05
-    >>> atk.steps, atk.init_epsilon, atk.gamma
-    (100, 1.0, 0.05)
+    >>> atk.steps, atk.init_epsilon, atk.gamma, atk.norm, atk.label
+    (100, 1.0, 0.05, 'l2', 'DDN')
     >>> # x_adv = atk(model, x, y); DDN(eps=0.5) also returns x where ||x_adv - x|| > 0.5
 
     Each step moves the perturbation ``delta`` along the normalised
     cross-entropy gradient (step ``alpha_k``, cosine-annealed from ``max_step`` to
     ``min_step``), then rescales it to the current norm ``eps_k`` and clips
-    ``x + delta`` to [0, 1]. The norm shrinks by ``(1 - gamma)`` while the
+    ``x + delta`` to the box. The norm shrinks by ``(1 - gamma)`` while the
     current point is adversarial and grows by ``(1 + gamma)`` while it is not.
     Reference: J. Rony, L. G. Hafemann, L. S. Oliveira, I. Ben Ayed,
     R. Sabourin, E. Granger, "Decoupling Direction and Norm for Efficient
@@ -56,14 +56,18 @@ class DDN(Attack):
             (default 1.0) to ``min_step`` (default 0.01), as in the paper.
         eps: optional L2 radius: an example whose smallest perturbation found is
             larger than ``eps`` counts as not fooled (its clean input is returned).
-        loop: ``"unrolled"``, ``"while"`` or ``"auto"`` (unrolled up to 4 steps;
-            tracing an unrolled Keras model call costs ~0.5 s per step, so longer
-            loops use ``tf.while_loop``).
+        loop: ``"unrolled"``, ``"while"`` or ``"auto"`` (default): the engine's policy
+            (:func:`robustkit.attacks.engine.unrolled`; a ``tf.while_loop`` for more than
+            one step).
+        bounds: the valid input box (default ``(0, 1)``).
         batch_size, jit_compile, seed: see :class:`~robustkit.attacks.Attack`.
 
     Returns, per example, the adversarial point with the smallest L2 norm seen
-    over all iterates (the final one included), or the clean input where none
-    was found. The optional 8-bit quantisation step of the paper is not applied.
+    over all iterates, the final one included (``engine.Tracker.min_norm``), or
+    the clean input where none was found. The optional 8-bit quantisation step of
+    the paper is not applied. DDN has no ``restarts`` and no ``early_stop``: it
+    starts from ``x`` deterministically, and a fooled example is what it works on
+    (its norm keeps shrinking until the last step).
     """
 
     def __init__(
@@ -75,11 +79,14 @@ class DDN(Attack):
         min_step=0.01,
         eps=None,
         loop="auto",
+        bounds=(0.0, 1.0),
         batch_size=500,
         jit_compile="auto",
         seed=None,
     ):
-        super().__init__(batch_size=batch_size, jit_compile=jit_compile, seed=seed)
+        super().__init__(
+            eps=eps, bounds=bounds, batch_size=batch_size, jit_compile=jit_compile, seed=seed
+        )
         self.steps = check_int(steps, "steps")
         self.init_epsilon = check_positive(init_epsilon, "init_epsilon")
         self.gamma = check_positive(gamma, "gamma")
@@ -89,8 +96,9 @@ class DDN(Attack):
         self.min_step = check_positive(min_step, "min_step")
         if self.min_step > self.max_step:
             raise ValueError(f"`min_step` ({min_step}) must not exceed `max_step` ({max_step}).")
-        self.eps = None if eps is None else check_positive(eps, "eps")
-        self.loop = check_choice(loop, set(_LOOPS), "loop")
+        self.loop = engine.check_loop(loop)
+        #: steps per while-loop iteration
+        self.chunk = engine.WHILE_CHUNK
 
     def get_config(self):
         config = super().get_config()
@@ -100,7 +108,6 @@ class DDN(Attack):
             gamma=self.gamma,
             max_step=self.max_step,
             min_step=self.min_step,
-            eps=self.eps,
             loop=self.loop,
         )
         return config
@@ -111,54 +118,50 @@ class DDN(Attack):
         cos = (1.0 + tf.cos(math.pi * i / self.steps)) / 2.0
         return self.min_step + (self.max_step - self.min_step) * cos
 
+    @tf.autograph.experimental.do_not_convert
     def perturb(self, model_fn, x, y):
         """Graph-safe DDN: returns the smallest successful ``x_adv`` per example."""
         y = tf.cast(y, tf.int64)
         batch = tf.shape(x)[0]
-        shape = [-1] + [1] * (x.shape.rank - 1)
-        # the largest L2 distance reachable inside [0, 1]
-        worst = _l2(tf.maximum(x, 1.0 - x))
+        shape = engine.per_example_shape(x)
+        lo, hi = self.bounds
+        tracker = engine.Tracker.min_norm()
 
-        def evaluate(delta, logits, best_delta, best_norm):
+        def l2(t):
+            return threat_lib.norm_of(t, "l2")
+
+        # the largest L2 distance reachable inside the box
+        worst = l2(tf.maximum(x - lo, hi - x))
+
+        def track(best, delta, logits):
             fooled = tf.not_equal(tf.argmax(logits, -1), y)
-            norm = _l2(delta)
-            better = tf.logical_and(fooled, norm < best_norm)
-            return (
-                fooled,
-                tf.where(tf.reshape(better, shape), delta, best_delta),
-                tf.where(better, norm, best_norm),
-            )
+            return fooled, tracker.update(best, x + delta, fooled, l2(delta))
 
-        def body(i, delta, epsilon, best_delta, best_norm):
+        def body(k, state):
+            delta, epsilon, best = state
             logits, _, grad = loss_and_grad(model_fn, x + delta, y, "ce")
-            fooled, best_delta, best_norm = evaluate(delta, logits, best_delta, best_norm)
-            g_norm = tf.reshape(_l2(grad), shape)
-            delta = delta + self._step_size(i) * grad / tf.maximum(g_norm, 1e-12)
+            fooled, best = track(best, delta, logits)
+            g_norm = tf.reshape(l2(grad), shape)
+            delta = delta + self._step_size(k) * grad / tf.maximum(g_norm, 1e-12)
             epsilon = epsilon * tf.where(fooled, 1.0 - self.gamma, 1.0 + self.gamma)
             epsilon = tf.minimum(epsilon, worst)
-            d_norm = tf.reshape(_l2(delta), shape)
+            d_norm = tf.reshape(l2(delta), shape)
             delta = delta * tf.reshape(epsilon, shape) / tf.maximum(d_norm, 1e-12)
-            delta = tf.clip_by_value(x + delta, 0.0, 1.0) - x
-            return i + 1, delta, epsilon, best_delta, best_norm
+            delta = tf.clip_by_value(x + delta, lo, hi) - x
+            return delta, epsilon, best
 
         state = (
-            tf.constant(0),
             tf.zeros_like(x),
             tf.fill([batch], tf.constant(self.init_epsilon, tf.float32)),
-            tf.zeros_like(x),
-            tf.fill([batch], tf.constant(math.inf, tf.float32)),
+            tracker.init(x),
         )
-        unrolled = self.loop == "unrolled" or (
-            self.loop == "auto" and self.steps <= MAX_UNROLLED_STEPS
+        delta, _, best = engine.run_loop(
+            body,
+            state,
+            self.steps,
+            unrolled=engine.unrolled(self.loop, self.steps),
+            chunk=self.chunk,
         )
-        if unrolled:
-            for _ in range(self.steps):
-                state = body(*state)
-        else:
-            state = tf.while_loop(lambda i, *rest: i < self.steps, body, state)
-        _, delta, _, best_delta, best_norm = state
-        _, best_delta, best_norm = evaluate(delta, model_fn(x + delta), best_delta, best_norm)
-        found = tf.math.is_finite(best_norm)
-        x_adv = tf.where(tf.reshape(found, shape), x + best_delta, x)
-        x_adv = tf.clip_by_value(x_adv, 0.0, 1.0)
-        return tf.stop_gradient(select_within(x, x_adv, self.eps))
+        _, best = track(best, delta, model_fn(x + delta))
+        x_adv = tf.clip_by_value(tracker.result(best), lo, hi)
+        return self._finish(x, x_adv)

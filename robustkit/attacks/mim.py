@@ -1,5 +1,4 @@
-"""Momentum iterative FGSM (MIM, Dong et al. 2018) and TI-DIM (MIM with diverse
-inputs, Xie et al. 2019, and translation-invariant gradients, Dong et al. 2019).
+"""Momentum iterative FGSM (MIM, Dong et al. 2018); TI-DIM builds on it (:mod:`.tidim`).
 
 Example:
 
@@ -13,19 +12,17 @@ Example:
 True
 """
 
-import math
-
 import keras
-import numpy as np
 import tensorflow as tf
 
+from robustkit import losses
 from robustkit import threat as threat_lib
 from robustkit._validation import check_int, check_non_negative, check_positive
+from robustkit.attacks import engine
 from robustkit.attacks.base import Attack, loss_and_grad
+from robustkit.attacks.pgd import check_start
 
-_LOOPS = ("auto", "unrolled", "while")
-#: above this many steps, ``loop="auto"`` uses ``tf.while_loop``
-MAX_UNROLLED_STEPS = 4
+__all__ = ["MIM"]
 
 
 @keras.saving.register_keras_serializable(package="robustkit")
@@ -36,12 +33,12 @@ class MIM(Attack):
 
     >>> import robustkit as rk
     >>> atk = rk.attacks.MIM(eps=0.3, steps=10)
-    >>> round(atk.step_size, 6), atk.decay
-    (0.03, 1.0)
+    >>> round(atk.step_size, 6), atk.decay, atk.label
+    (0.03, 1.0, 'MIM-10')
 
     ``g_{t+1} = decay * g_t + grad / ||grad||_1``, then a steepest-ascent step of
     the threat model along ``g_{t+1}`` (``sign`` under L-inf, ``g / ||g||_2``
-    under L2) and a projection onto the eps-ball and [0, 1].
+    under L2) and a projection onto the eps-ball and the box ``bounds``.
     Reference: Y. Dong, F. Liao, T. Pang, H. Su, J. Zhu, X. Hu, J. Li, "Boosting
     Adversarial Attacks with Momentum", CVPR 2018 (https://arxiv.org/abs/1710.06081).
 
@@ -51,16 +48,35 @@ class MIM(Attack):
         step_size: step per iteration; ``None`` means ``eps / steps`` (the paper's).
         decay: momentum decay ``mu`` (default 1.0, the paper's).
         norm: ``"linf"`` (default) or ``"l2"``.
-        loop: ``"unrolled"``, ``"while"`` or ``"auto"`` (unrolled up to 4 steps;
-            tracing an unrolled Keras model call costs ~0.5 s per step, so longer
-            loops use ``tf.while_loop``).
+        loop: ``"unrolled"``, ``"while"`` or ``"auto"`` (default): the engine's policy
+            (:data:`robustkit.attacks.engine.UNROLL_LIMITS`: unrolled for training attacks
+            of up to 10 steps, a ``tf.while_loop`` for evaluation attacks of more than one).
+        random_start: ``False``/``"none"`` (default: from ``x``, the paper's),
+            ``True``/``"uniform"`` (uniform in the ball) or ``"normal"``
+            (``x + 0.001 N(0, 1)``).
+        restarts: independent runs; the best point per example is kept (with
+            ``random_start="none"`` MIM repeats the same run, TI-DIM draws new diverse
+            inputs).
+        early_stop: stop working on examples once they are misclassified (for
+            evaluation; the batch is compacted, and the loop ends once all are
+            fooled; with ``jit_compile`` a fooled example is frozen by a mask instead).
+        loss: the loss to ascend, ``"ce"`` (default), ``"margin"``, ``"kl"`` or ``"dlr"``
+            (see :mod:`robustkit.losses`).
+        bounds: the valid input box (default ``(0, 1)``); ``eps`` is in its units.
         batch_size, jit_compile, seed: see :class:`~robustkit.attacks.Attack`.
 
     The L1 normalisation of the gradient is per example (cleverhans 4.0 does the
-    same). Evaluation calls return, per example, the most adversarial iterate:
-    a misclassified one if any (highest loss among those), else the
-    highest-loss one; the clean input is a candidate.
+    same). Evaluation calls return, per example, the most adversarial iterate
+    over all steps and restarts (``engine.Tracker.fooled_then_loss``): a
+    misclassified one if any (highest loss among those), else the highest-loss
+    one; the clean input is a candidate.
+
+    MIM implements the training protocol (``trainable``): ``perturb(fn, x, y, eps=...,
+    loss=..., random_start=..., track_best=False)`` returns the last iterate.
     """
+
+    supported_norms = ("linf", "l2")
+    trainable = True
 
     def __init__(
         self,
@@ -70,12 +86,17 @@ class MIM(Attack):
         decay=1.0,
         norm="linf",
         loop="auto",
+        random_start=False,
+        restarts=1,
+        early_stop=False,
+        loss="ce",
+        bounds=(0.0, 1.0),
         batch_size=500,
         jit_compile="auto",
         seed=None,
     ):
         super().__init__(batch_size=batch_size, jit_compile=jit_compile, seed=seed)
-        self.threat = self._make_threat(norm, eps)
+        self.threat = self._make_threat(norm, eps, bounds)
         self.eps = self.threat.eps
         self.norm = self.threat.norm
         self.steps = check_int(steps, "steps")
@@ -83,9 +104,17 @@ class MIM(Attack):
             self.eps / self.steps if step_size is None else check_positive(step_size, "step_size")
         )
         self.decay = check_non_negative(decay, "decay")
-        if loop not in _LOOPS:
-            raise ValueError(f"Unknown `loop` {loop!r}; expected one of {list(_LOOPS)}.")
-        self.loop = loop
+        self.loop = engine.check_loop(loop)
+        self.random_start = check_start(random_start)
+        self.restarts = check_int(restarts, "restarts")
+        self.early_stop = bool(early_stop)
+        self.loss = losses.check_loss(loss)
+        #: steps per while-loop iteration (unrolled inside it) for evaluation attacks
+        self.chunk = engine.WHILE_CHUNK
+
+    @property
+    def label(self):
+        return f"MIM-{self.steps}"
 
     def get_config(self):
         config = super().get_config()
@@ -96,235 +125,156 @@ class MIM(Attack):
             decay=self.decay,
             norm=self.norm,
             loop=self.loop,
+            random_start=self.random_start,
+            restarts=self.restarts,
+            early_stop=self.early_stop,
+            loss=self.loss,
         )
+        if self.threat.bounds != (0.0, 1.0):
+            config["bounds"] = list(self.threat.bounds)
         return config
 
     # ------------------------------------------------------------ hooks
-    def _gradient(self, model_fn, x_adv, y):
+    def _gradient(self, model_fn, x_adv, y, loss, clean_logits):
         """Logits at ``x_adv``, per-example loss and the gradient to accumulate."""
-        return loss_and_grad(model_fn, x_adv, y, "ce")
+        return loss_and_grad(model_fn, x_adv, y, loss, clean_logits)
 
     def _needs_separate_eval(self):
+        """Whether success is judged by another forward pass at the iterate itself."""
         return False
 
     # ------------------------------------------------------------- core
-    def perturb(self, model_fn, x, y, eps=None, track_best=True):
-        """Graph-safe MIM; ``eps`` overrides the radius (scalar or per example)."""
+    @tf.autograph.experimental.do_not_convert
+    def perturb(self, model_fn, x, y, eps=None, loss=None, random_start=None, track_best=True):
+        """Graph-safe MIM.
+
+        ``eps`` overrides the radius (scalar tensor such as a warm-up ``keras.Variable``,
+        or one radius per example); the step size scales with it. ``loss`` and
+        ``random_start`` override the constructor's. With ``track_best=False``
+        (training) the last iterate of a single run is returned and nothing else is
+        computed.
+        """
         eps = self.eps if eps is None else eps
-        step = tf.convert_to_tensor(eps, tf.float32) * (self.step_size / self.eps)
+        loss = self.loss if loss is None else losses.check_loss(loss)
+        start = self.random_start if random_start is None else check_start(random_start)
         y = tf.cast(y, tf.int64)
-        shape = [-1] + [1] * (x.shape.rank - 1)
-        separate = self._needs_separate_eval()
-
-        def evaluate(x_cur):
-            logits = model_fn(x_cur)
-            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=tf.cast(y, tf.int32), logits=logits
-            )
-            return tf.not_equal(tf.argmax(logits, -1), y), loss
-
-        def merge(best, x_cur, fooled, loss):
-            bx, bf, bl = best
-            better = tf.logical_or(
-                tf.logical_and(fooled, tf.logical_not(bf)),
-                tf.logical_and(tf.equal(fooled, bf), loss > bl),
-            )
-            return (
-                tf.where(tf.reshape(better, shape), x_cur, bx),
-                tf.where(better, fooled, bf),
-                tf.where(better, loss, bl),
-            )
-
-        def body(i, x_adv, g, best):
-            logits, loss, grad = self._gradient(model_fn, x_adv, y)
-            if track_best:
-                if separate:
-                    fooled, loss = evaluate(x_adv)
-                else:
-                    fooled = tf.not_equal(tf.argmax(logits, -1), y)
-                best = merge(best, x_adv, fooled, loss)
-            l1 = tf.reduce_sum(tf.abs(tf.reshape(grad, [tf.shape(grad)[0], -1])), axis=1)
-            g = self.decay * g + grad / tf.maximum(tf.reshape(l1, shape), 1e-12)
-            x_adv = self.threat.project(self.threat.step(x_adv, g, step), x, eps)
-            return i + 1, x_adv, g, best
-
-        batch = tf.shape(x)[0]
-        best = (x, tf.zeros([batch], tf.bool), tf.fill([batch], -math.inf))
-        state = (tf.constant(0), x, tf.zeros_like(x), best)
-        unrolled = self.loop == "unrolled" or (
-            self.loop == "auto" and self.steps <= MAX_UNROLLED_STEPS
-        )
-        if unrolled:
-            for _ in range(self.steps):
-                state = body(*state)
-        else:
-            state = tf.while_loop(lambda i, *rest: i < self.steps, body, state)
-        _, x_adv, _, best = state
+        clean = tf.stop_gradient(model_fn(x)) if loss == "kl" else None
+        args = (model_fn, x, y, eps, loss, start, clean)
         if not track_best:
-            return tf.stop_gradient(x_adv)
-        best = merge(best, x_adv, *evaluate(x_adv))
-        return tf.stop_gradient(best[0])
+            x_adv = self._plain(*args)
+        elif self.early_stop and not self._xla():
+            x_adv = self._compacting(*args)
+        else:
+            x_adv = self._tracking(*args)
+        return tf.stop_gradient(x_adv)
 
+    # ---------------------------------------------------------------- helpers
+    def _start(self, x, eps, start, restart):
+        seed = None if self.seed is None else self.seed + restart
+        return self.threat.random_start(x, eps, kind=start, seed=seed)
 
-def gaussian_kernel(size, sigma):
-    """A normalised ``size x size`` Gaussian kernel (numpy, float32).
+    def _advance(self, x_adv, x, g, grad, eps):
+        """Momentum update and one projected step: returns ``(x_next, g_next)``."""
+        l1 = threat_lib.norm_of(grad, "l1")
+        g = self.decay * g + grad / tf.maximum(tf.reshape(l1, engine.per_example_shape(x)), 1e-12)
+        step = tf.convert_to_tensor(eps, tf.float32) * (self.step_size / self.eps)
+        return self.threat.project(self.threat.step(x_adv, g, step), x, eps), g
 
-    Example:
+    def _evaluate(self, model_fn, x, y, loss, clean, logits=None):
+        """Fooled flags and loss at ``x`` (``logits``: already computed at ``x``)."""
+        logits = model_fn(x) if logits is None else logits
+        return tf.not_equal(tf.argmax(logits, -1), y), losses.attack_loss(loss, logits, y, clean)
 
-    >>> k = gaussian_kernel(3, 1.0)
-    >>> k.shape, round(float(k.sum()), 6)
-    ((3, 3), 1.0)
-    """
-    ax = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-    g = np.exp(-(ax**2) / (2.0 * sigma**2))
-    k = np.outer(g, g)
-    return (k / k.sum()).astype("float32")
+    def _judge(self, model_fn, x_adv, y, loss, clean, logits, value):
+        """Fooled flags and loss of the iterate, from its gradient pass where it can be."""
+        if self._needs_separate_eval():
+            return self._evaluate(model_fn, x_adv, y, loss, clean)
+        return tf.not_equal(tf.argmax(logits, -1), y), value
 
+    def _init_best(self, tracker, model_fn, x, y, loss, start, clean):
+        """The clean input as the first candidate (from ``x``, step 0 evaluates it anyway)."""
+        if start == "none":
+            return tracker.init(x)
+        return tracker.init(x, *self._evaluate(model_fn, x, y, loss, clean, logits=clean))
 
-def scaled_kernel(kernel_size, sigma, height, width):
-    """The TI kernel for an image: ``(size, sigma)`` after scaling.
+    def _plain(self, model_fn, x, y, eps, loss, start, clean):
+        def body(k, state):
+            x_adv, g = state
+            _, _, grad = self._gradient(model_fn, x_adv, y, loss, clean)
+            return self._advance(x_adv, x, g, grad, eps)
 
-    Rule: the size is capped at the largest odd number <= ``min(H, W) / 2``
-    (at least 1), and ``sigma`` shrinks in the same ratio. CIFAR-10 (32 px)
-    keeps 15x15, sigma 3; MNIST (28 px) gets 13x13, sigma 2.6; 8x8 digits get
-    3x3, sigma 0.6.
+        x0 = self._start(x, eps, start, 0)
+        unrolled = engine.unrolled(self.loop, self.steps, "train")
+        x_adv, _ = engine.run_loop(body, (x0, tf.zeros_like(x)), self.steps, unrolled=unrolled)
+        return x_adv
 
-    Example:
+    def _tracking(self, model_fn, x, y, eps, loss, start, clean):
+        """Full-batch loop keeping the most adversarial point per example."""
+        # With XLA, early stop uses masks: a fooled example's iterate and best are frozen.
+        freeze = self.early_stop
+        tracker = engine.Tracker.fooled_then_loss(freeze=freeze)
+        shape = engine.per_example_shape(x)
+        unrolled = engine.unrolled(self.loop, self.steps, "eval")
 
-    >>> scaled_kernel(15, 3.0, 28, 28)
-    (13, 2.6)
-    """
-    cap = int(min(height, width) // 2)
-    cap = cap if cap % 2 == 1 else cap - 1
-    size = max(1, min(kernel_size, cap))
-    return size, sigma * size / kernel_size
+        def attempt(restart, best):
+            def body(k, state):
+                x_adv, g, best = state
+                logits, value, grad = self._gradient(model_fn, x_adv, y, loss, clean)
+                fooled, value = self._judge(model_fn, x_adv, y, loss, clean, logits, value)
+                best = tracker.update(best, x_adv, fooled, value)
+                x_next, g = self._advance(x_adv, x, g, grad, eps)
+                if freeze:
+                    x_next = tf.where(tf.reshape(best.ok, shape), x_adv, x_next)
+                return x_next, g, best
 
-
-@keras.saving.register_keras_serializable(package="robustkit")
-class TIDIM(MIM):
-    """TI-DIM: momentum iterative FGSM with diverse inputs and translation-invariant
-    gradient smoothing.
-
-    Example:
-
-    >>> import robustkit as rk
-    >>> atk = rk.attacks.TIDIM()           # the NAMID evaluation's TI-DIM
-    >>> atk.steps, atk.step_size, atk.p, atk.kernel_size, atk.sigma
-    (40, 0.007, 0.5, 15, 3.0)
-
-    Each step (i) with probability ``p`` per example replaces the input by a
-    random resize-and-pad of it (diverse inputs: one random size ``r`` per step
-    in ``[ceil(resize_rate * H), H]``, nearest-neighbour resize, zero padding at a
-    random offset back to ``H x W``), (ii) convolves the input gradient with a
-    Gaussian kernel per channel (translation invariance), and (iii) takes the
-    MIM momentum step.
-    References: C. Xie et al., "Improving Transferability of Adversarial Examples
-    with Input Diversity", CVPR 2019 (https://arxiv.org/abs/1803.06978);
-    Y. Dong, T. Pang, H. Su, J. Zhu, "Evading Defenses to Transferable
-    Adversarial Examples by Translation-Invariant Attacks", CVPR 2019
-    (https://arxiv.org/abs/1904.02884); MIM as in :class:`MIM`.
-
-    Args:
-        eps: radius (default 8/255).
-        steps: iterations (default 40, the NAMID evaluation).
-        step_size: step per iteration (default 0.007, the NAMID evaluation).
-        decay: momentum decay (default 1.0).
-        p: probability of the diverse-input transform (default 0.5, Xie et al.).
-        resize_rate: smallest resize as a fraction of the image size (default 0.9).
-        kernel_size, sigma: Gaussian kernel (default 15x15, sigma 3 pixels, the
-            NAMID evaluation). Scaled for small images: the size is capped at the
-            largest odd number <= min(H, W) / 2 and sigma shrinks in the same
-            ratio (see :func:`scaled_kernel`). Dong et al.'s released code
-            parameterises the kernel by its span in standard deviations
-            (``nsig=3``); here ``sigma`` is in pixels.
-        norm: ``"linf"`` (default) or ``"l2"``.
-        loop, batch_size, jit_compile, seed: see :class:`MIM`.
-
-    Evaluation calls return the most adversarial iterate judged on the
-    untransformed image (one extra forward pass per step).
-    """
-
-    def __init__(
-        self,
-        eps=8 / 255,
-        steps=40,
-        step_size=0.007,
-        decay=1.0,
-        p=0.5,
-        resize_rate=0.9,
-        kernel_size=15,
-        sigma=3.0,
-        norm="linf",
-        loop="auto",
-        batch_size=500,
-        jit_compile="auto",
-        seed=None,
-    ):
-        super().__init__(
-            eps=eps,
-            steps=steps,
-            step_size=step_size,
-            decay=decay,
-            norm=norm,
-            loop=loop,
-            batch_size=batch_size,
-            jit_compile=jit_compile,
-            seed=seed,
-        )
-        p = check_non_negative(p, "p")
-        if p > 1:
-            raise ValueError(f"`p` must be in [0, 1]; got {p!r}.")
-        self.p = p
-        self.resize_rate = check_positive(resize_rate, "resize_rate")
-        if self.resize_rate > 1:
-            raise ValueError(f"`resize_rate` must be in (0, 1]; got {resize_rate!r}.")
-        self.kernel_size = check_int(kernel_size, "kernel_size")
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"`kernel_size` must be odd; got {kernel_size}.")
-        self.sigma = check_positive(sigma, "sigma")
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            p=self.p,
-            resize_rate=self.resize_rate,
-            kernel_size=self.kernel_size,
-            sigma=self.sigma,
-        )
-        return config
-
-    def _needs_separate_eval(self):
-        return True
-
-    def _diverse(self, x):
-        """Random resize-and-pad, applied per example with probability ``p``."""
-        h, w = int(x.shape[1]), int(x.shape[2])
-        low = max(1, int(math.ceil(self.resize_rate * min(h, w))))
-        size = tf.random.uniform([], low, min(h, w) + 1, dtype=tf.int32)
-        resized = tf.image.resize(x, tf.stack([size, size]), method="nearest")
-        top = tf.random.uniform([], 0, h - size + 1, dtype=tf.int32)
-        left = tf.random.uniform([], 0, w - size + 1, dtype=tf.int32)
-        padded = tf.pad(resized, [[0, 0], [top, h - size - top], [left, w - size - left], [0, 0]])
-        padded = tf.ensure_shape(padded, x.shape)
-        apply = tf.random.uniform([tf.shape(x)[0], 1, 1, 1]) < self.p
-        return tf.where(apply, padded, x)
-
-    def _smooth(self, grad):
-        h, w, c = int(grad.shape[1]), int(grad.shape[2]), int(grad.shape[3])
-        size, sigma = scaled_kernel(self.kernel_size, self.sigma, h, w)
-        if size == 1:
-            return grad
-        k = tf.constant(gaussian_kernel(size, sigma))[:, :, None, None]
-        k = tf.tile(k, [1, 1, c, 1])
-        return tf.nn.depthwise_conv2d(grad, k, strides=[1, 1, 1, 1], padding="SAME")
-
-    def _gradient(self, model_fn, x_adv, y):
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(x_adv)
-            logits = model_fn(self._diverse(x_adv))
-            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=tf.cast(y, tf.int32), logits=logits
+            x0 = self._start(x, eps, start, restart)
+            x_adv, _, best = engine.run_loop(
+                body, (x0, tf.zeros_like(x), best), self.steps, unrolled=unrolled, chunk=self.chunk
             )
-            total = tf.reduce_sum(loss)
-        grad = tape.gradient(total, x_adv)
-        return logits, loss, self._smooth(grad)
+            return tracker.update(best, x_adv, *self._evaluate(model_fn, x_adv, y, loss, clean))
+
+        best = self._init_best(tracker, model_fn, x, y, loss, start, clean)
+        return engine.run_restarts(attempt, best, self.restarts).x
+
+    def _compacting(self, model_fn, x, y, eps, loss, start, clean):
+        """Early stop: examples leave the batch as soon as they are misclassified."""
+        tracker = engine.Tracker.fooled_then_loss()
+        batch = tf.shape(x)[0]
+        # The radius, clean logits and momentum travel with the active examples;
+        # a (B, 0) placeholder stands in for the clean logits when not needed.
+        eps_all = tf.broadcast_to(tf.cast(eps, tf.float32), [batch])
+        use_clean = clean is not None
+        clean_all = clean if use_clean else tf.zeros([batch, 0])
+        unrolled = self.loop == "unrolled"  # "auto": a while loop that ends when all are fooled
+
+        def step(k, active, best):
+            idx, x_a, g_a, x0, y_a, eps_a, clean_a = active
+            clean_a = clean_a if use_clean else None
+            logits, value, grad = self._gradient(model_fn, x_a, y_a, loss, clean_a)
+            fooled, value = self._judge(model_fn, x_a, y_a, loss, clean_a, logits, value)
+            best = tracker.update_rows(best, idx, x_a, fooled, value)
+            x_next, g_a = self._advance(x_a, x0, g_a, grad, eps_a)
+            active = (idx, x_next, g_a, x0, y_a, eps_a, active[6])
+            return active, tf.logical_not(fooled), best
+
+        def attempt(restart, best):
+            idx = tf.where(tf.logical_not(best.ok))[:, 0]
+            x0, y_a, eps_a, clean_a = engine.gather((x, y, eps_all, clean_all), idx)
+            x_a = self._start(x0, eps_a, start, restart)
+            active = (idx, x_a, tf.zeros_like(x_a), x0, y_a, eps_a, clean_a)
+            active, best = engine.run_active(
+                step, active, best, self.steps, unrolled=unrolled, chunk=self.chunk
+            )
+            idx, x_a, _, _, y_a, _, clean_a = active
+
+            def final():
+                fooled, value = self._evaluate(
+                    model_fn, x_a, y_a, loss, clean_a if use_clean else None
+                )
+                return tracker.update_rows(best, idx, x_a, fooled, value)
+
+            # the model must not see an empty batch (oneDNN convolutions reject it)
+            return tf.cond(tf.size(idx) > 0, final, lambda: best)
+
+        best = self._init_best(tracker, model_fn, x, y, loss, start, clean)
+        return engine.run_restarts(attempt, best, self.restarts).x

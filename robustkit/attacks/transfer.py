@@ -41,12 +41,19 @@ class Transfer(Attack):
 
     ``get_config`` stores the attack only: the surrogate's weights cannot live in
     a config, so ``Transfer.from_config(config, surrogate=model)`` needs it again.
+
+    Reports name it ``"Transfer(<inner label>)"`` and count it as black-box
+    (``black_box = True``); ``norm``, ``eps`` and ``bounds`` are the inner attack's,
+    so the evaluator checks the outputs against the inner attack's ball.
     """
+
+    black_box = True
 
     def __init__(self, surrogate, attack, batch_size=None, jit_compile="auto", seed=None):
         if not isinstance(attack, Attack):
             raise ValueError(
-                f"`attack` must be a robustkit.attacks.Attack instance; got {type(attack).__name__}."
+                "`attack` must be a robustkit.attacks.Attack instance; got "
+                f"{type(attack).__name__}."
             )
         if surrogate is None or not callable(surrogate):
             raise ValueError(
@@ -62,6 +69,22 @@ class Transfer(Attack):
         self.attack = attack
         self._surrogate_fn = as_logits_fn(surrogate)
         self.uses_labels = attack.uses_labels
+
+    @property
+    def label(self):
+        return f"Transfer({self.attack.label})"
+
+    @property
+    def norm(self):
+        return getattr(self.attack, "norm", None)
+
+    @property
+    def eps(self):
+        return getattr(self.attack, "eps", None)
+
+    @property
+    def bounds(self):
+        return self.attack.bounds
 
     def get_config(self):
         config = super().get_config()
