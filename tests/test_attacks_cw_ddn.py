@@ -145,6 +145,74 @@ def test_ddn_on_adversarially_trained_model_needs_larger_norms(
     assert np.median(n_at[n_at > 0]) > 1.1 * np.median(n_plain[n_plain > 0])
 
 
+# ------------------------------------------------------------- bounds, loops
+def _on_0_255(model):
+    return lambda t: model(t / 255.0, training=False)
+
+
+def test_cw_uses_bounds(digits_model, digits):
+    """CW is scale-equivariant once c scales with the squared distance: on 0-255 inputs,
+    with ``bounds=(0, 255)`` (the tanh box maps onto it) and c0 = 255^2, it returns 255 times
+    the points found on [0, 1] with c0 = 1 (Adam is invariant to the loss scale)."""
+    _, _, x_te, y_te = digits
+    x, y = x_te[:48], y_te[:48]
+    kw = dict(steps=30, lr=0.05, binary_search_steps=3)
+    a = CW(**kw, initial_const=1.0)(digits_model, x, y)
+    b = CW(**kw, initial_const=255.0**2, bounds=(0, 255))(_on_0_255(digits_model), 255 * x, y)
+    assert b.min() >= 0 and b.max() <= 255
+    np.testing.assert_allclose(b / 255, a, atol=1e-4)
+    assert np.mean(_norms(a, x) > 0) > 0.8  # the points moved
+
+
+def test_ddn_uses_bounds(digits_model, digits):
+    """DDN is scale-equivariant once its norms scale: on 0-255 inputs with
+    ``bounds=(0, 255)``, eps_0 and the step sizes times 255, it returns 255 times the
+    points found on [0, 1]."""
+    _, _, x_te, y_te = digits
+    x, y = x_te[:48], y_te[:48]
+    a = DDN(steps=30)(digits_model, x, y)
+    big = dict(init_epsilon=255.0, max_step=255.0, min_step=2.55, bounds=(0, 255))
+    b = DDN(steps=30, **big)(_on_0_255(digits_model), 255 * x, y)
+    assert b.min() >= 0 and b.max() <= 255
+    np.testing.assert_allclose(b / 255, a, atol=1e-4)
+    assert np.mean(_norms(a, x) > 0) > 0.8
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda loop: CW(steps=6, lr=0.05, binary_search_steps=2, initial_const=10.0, loop=loop),
+        lambda loop: DDN(steps=6, loop=loop),
+    ],
+)
+def test_while_and_unrolled_loops_agree(make, digits_model, digits):
+    """The engine's unrolled loop (with CW's abort check as a guard per step) and its
+    while loop give the same points."""
+    _, _, x_te, y_te = digits
+    x, y = x_te[:32], y_te[:32]
+    a = make("unrolled")(digits_model, x, y)
+    b = make("while")(digits_model, x, y)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert np.mean(_norms(a, x) > 0) > 0.1  # some were fooled (CW aborts after a few steps)
+
+
+@pytest.mark.parametrize("cls", [CW, DDN])
+def test_l2_threat_model_label_and_config(cls):
+    """Minimal-norm L2 attacks: ``norm`` "l2", an L2 threat model when ``eps`` is given
+    (the evaluator checks the outputs against it), none otherwise; bounds in the config."""
+    atk = cls(eps=1.5, bounds=(0, 255))
+    assert atk.norm == "l2" and cls.supported_norms == ("l2",)
+    assert atk.threat.norm == "l2" and atk.threat.eps == atk.eps == 1.5
+    assert atk.bounds == atk.threat.bounds == (0.0, 255.0)
+    assert atk.label == cls.__name__ and not atk.black_box and not atk.trainable
+    config = atk.get_config()
+    assert config["bounds"] == [0.0, 255.0]
+    assert cls.from_config(config).get_config() == config
+    plain = cls()
+    assert plain.eps is None and plain.threat is None and plain.bounds == (0.0, 1.0)
+    assert "bounds" not in plain.get_config()
+
+
 # ---------------------------------------------------------------- arguments
 @pytest.mark.parametrize(
     "make, name",
@@ -155,6 +223,8 @@ def test_ddn_on_adversarially_trained_model_needs_larger_norms(
         (lambda: CW(binary_search_steps=0), "binary_search_steps"),
         (lambda: CW(confidence=-1.0), "confidence"),
         (lambda: CW(eps=0), "eps"),
+        (lambda: CW(loop="for"), "loop"),
+        (lambda: CW(bounds=(1, 1)), "bounds"),
         (lambda: DDN(steps=0), "steps"),
         (lambda: DDN(init_epsilon=0), "init_epsilon"),
         (lambda: DDN(gamma=1.5), "gamma"),
@@ -162,6 +232,7 @@ def test_ddn_on_adversarially_trained_model_needs_larger_norms(
         (lambda: DDN(min_step=2.0), "min_step"),
         (lambda: DDN(eps=-0.5), "eps"),
         (lambda: DDN(loop="for"), "loop"),
+        (lambda: DDN(bounds=(0, float("inf"))), "bounds"),
     ],
 )
 def test_bad_arguments(make, name):

@@ -143,6 +143,53 @@ def test_fwa_plan_helpers():
     )
 
 
+def test_fwa_uses_bounds(digits_model, digits):
+    """The mass of a pixel is its height above ``lo``. Scaled inputs (bounds (0, 2)): the
+    oracle is linear in the mass and the gradient is L-inf normalised, so the points are
+    exactly twice those on [0, 1]. Shifted inputs (bounds (-1, 1)): every output keeps its
+    mass ``sum(x_adv + 1) = sum(x + 1)`` where the box is inactive, and matches the [0, 1]
+    run up to the round-off of the shift (the entropic oracle amplifies it on a few)."""
+    _, _, x_te, y_te = digits
+    x, y = 0.5 * x_te[:24], y_te[:24]
+    a = _FWA(digits_model, x, y)
+    scaled = FWA(eps=0.05, steps=10, bounds=(0, 2))(
+        lambda t: digits_model(t / 2.0, training=False), 2 * x, y
+    )
+    np.testing.assert_allclose(scaled / 2, a, atol=1e-6)
+    shifted = FWA(eps=0.05, steps=10, bounds=(-1, 1))(
+        lambda t: digits_model((t + 1.0) / 2.0, training=False), 2 * x - 1, y
+    )
+    assert shifted.min() >= -1 and shifted.max() <= 1
+    free = shifted.reshape(len(x), -1).max(1) < 1 - 1e-6
+    assert free.sum() >= len(x) // 2
+    mass = (2 * x + 0.0).reshape(len(x), -1).sum(1)  # 2 x = (2 x - 1) - lo
+    np.testing.assert_allclose(
+        (shifted + 1).reshape(len(x), -1).sum(1)[free], mass[free], rtol=1e-4
+    )
+    err = np.abs((shifted + 1) / 2 - a).reshape(len(x), -1).max(1)
+    assert np.median(err) <= 1e-4 and np.abs(a - x).max() > 0.05
+
+
+def test_fwa_threat_label_and_config():
+    """The Wasserstein ball is not an Lp ball: ``norm`` is None (the evaluator skips its
+    Lp check), no Lp norm is supported; bounds round-trip through the config."""
+    atk = FWA(steps=12, bounds=(0, 255))
+    assert atk.norm is None and FWA.supported_norms == ()
+    assert atk.label == "FWA-12" and FWA().label == "FWA-40"
+    assert atk.bounds == (0.0, 255.0) and atk.get_config()["bounds"] == [0.0, 255.0]
+    assert FWA.from_config(atk.get_config()).get_config() == atk.get_config()
+    assert "bounds" not in FWA().get_config()
+
+
+def test_fwa_while_and_unrolled_loops_agree(digits_model, digits):
+    _, _, x_te, y_te = digits
+    x, y = x_te[:16], y_te[:16]
+    a = FWA(eps=0.05, steps=2, loop="unrolled")(digits_model, x, y)
+    b = FWA(eps=0.05, steps=2, loop="while")(digits_model, x, y)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert np.abs(a - x).max() > 0.05
+
+
 # ---------------------------------------------------------------------- MIM
 @pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 1.0)])
 def test_mim_stays_in_ball_and_lowers_accuracy(digits_model, digits, norm, eps):
@@ -224,6 +271,8 @@ def test_tidim_kernel_and_diverse_inputs():
         (lambda: FWA(dual_steps=0), "dual_steps"),
         (lambda: FWA(entropy=-1.0), "entropy"),
         (lambda: FWA(step_size=1.5), "step_size"),
+        (lambda: FWA(loop="for"), "loop"),
+        (lambda: FWA(bounds=(0,)), "bounds"),
         (lambda: MIM(eps=-0.1), "eps"),
         (lambda: MIM(norm="l1"), "norm"),
         (lambda: MIM(steps=2.5), "steps"),

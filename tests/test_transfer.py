@@ -87,3 +87,23 @@ def test_transfer_config_and_bad_arguments(surrogate):
     x = np.random.default_rng(0).uniform(size=(2, 8, 8, 1)).astype("float32")
     with pytest.raises(ValueError, match="`surrogate`"):
         rk.attacks.Transfer(five, rk.attacks.PGD(eps=0.1, steps=2))(surrogate, x, np.array([0, 1]))
+
+
+def test_transfer_label_black_box_and_threat(surrogate, digits_model, digits):
+    """Reports name it after the inner attack and count it as black-box; its norm, eps and
+    box are the inner attack's (0-255 inputs pass with an inner ``bounds=(0, 255)``)."""
+    atk = rk.attacks.Transfer(surrogate, rk.attacks.PGD(eps=0.1, steps=10))
+    assert atk.label == "Transfer(PGD-10)" and atk.black_box
+    assert (atk.norm, atk.eps, atk.bounds) == ("linf", 0.1, (0.0, 1.0))
+    mim = rk.attacks.Transfer(surrogate, rk.attacks.MIM(eps=1.0, steps=5, norm="l2"))
+    assert mim.label == "Transfer(MIM-5)" and (mim.norm, mim.eps) == ("l2", 1.0)
+    assert rk.attacks.Transfer(surrogate, rk.attacks.FWA()).norm is None
+    _, _, x, y = digits
+    x, y = 255 * x[:64], y[:64]
+    inner = rk.attacks.PGD(eps=0.2 * 255, steps=5, bounds=(0, 255), seed=0)
+    big = rk.attacks.Transfer(lambda t: surrogate(t / 255.0, training=False), inner)
+    x_adv = big(lambda t: digits_model(t / 255.0, training=False), x, y)
+    assert big.bounds == (0.0, 255.0)
+    assert x_adv.min() >= 0 and x_adv.max() <= 255
+    assert np.abs(x_adv - x).max() <= 0.2 * 255 * (1 + 1e-6)
+    assert _acc(surrogate, x_adv / 255, y) < 0.5
