@@ -178,6 +178,28 @@ def test_robust_evaluation_feeds_keras_callbacks(digits, tmp_path):
     assert ckpt.exists()
 
 
+def test_robust_evaluation_verbose_shows_a_progress_bar(digits, digits_model, capsys, caplog):
+    import logging
+
+    _, _, x_te, y_te = digits
+    model = rk.RobustModel(digits_model, attack=rk.attacks.PGD(eps=0.1, steps=2))
+    cb = rk.callbacks.RobustEvaluation((x_te, y_te), max_examples=120, verbose=1)
+    cb.set_model(model)
+    cb.params = {"epochs": 1}
+    cb.on_train_begin()  # default attack: PGD-20 in the training attack's threat model
+    assert (cb.attack.steps, cb.attack.eps, cb.attack.norm) == (20, 0.1, "linf")
+    logs = {}
+    with caplog.at_level(logging.INFO, logger="robustkit"):
+        cb.on_epoch_end(0, logs)
+    attacked = int(cb.last.correct.sum())  # the attack runs on the clean-correct examples
+    assert f"{attacked}/{attacked}" in capsys.readouterr().out  # keras.utils.Progbar
+    assert f"val_robust_accuracy={logs['val_robust_accuracy']:.4f}" in caplog.text
+    quiet = rk.callbacks.RobustEvaluation((x_te, y_te), attack=cb.attack, max_examples=120)
+    quiet.set_model(model)
+    quiet.on_epoch_end(0, {})
+    assert capsys.readouterr().out == ""
+
+
 def test_best_robust_checkpoint_restores_best_weights(digits, tmp_path):
     x_tr, y_tr, _, _ = digits
     model = _robust_model(steps=1)

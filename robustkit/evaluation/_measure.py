@@ -38,6 +38,7 @@ from robustkit import threat as threat_lib
 from robustkit._validation import check_int, check_labels
 from robustkit.data import as_arrays
 from robustkit.evaluation.report import AttackResult
+from robustkit.evaluation.suites import attack_name, is_black_box, threat_of, wrapped
 from robustkit.export import load_exported
 from robustkit.models.adapter import as_logits_fn
 
@@ -106,78 +107,6 @@ def predict_logits(fn, x, batch_size):
         for s in range(0, len(x), batch_size)
     ]
     return np.concatenate(out) if out else np.zeros((0, 0), "float32")
-
-
-# ------------------------------------------------ what an attack declares
-def wrapped(attack):
-    """The attack an attack wraps (``Transfer(surrogate, attack)``), or ``None``."""
-    inner = getattr(attack, "attack", None)
-    return inner if inner is not None and callable(inner) else None
-
-
-def attack_name(attack):
-    """A column name for an attack: its ``label`` (see :class:`robustkit.attacks.Attack`), else
-    its ``name``, else the function's or the class's name. A wrapper whose label is only its
-    class name is written ``Wrapper(<inner label>)``.
-
-    Example:
-
-    >>> import robustkit as rk
-    >>> attack_name(rk.attacks.FGSM(eps=0.1))
-    'FGSM'
-    >>> attack_name(lambda model, x, y: x)
-    '<lambda>'
-    """
-    cls = type(attack).__name__
-    for key in ("label", "name", "__name__"):
-        value = getattr(attack, key, None)
-        if isinstance(value, str) and value:
-            break
-    else:
-        value = cls
-    inner = wrapped(attack)
-    if value == cls and inner is not None:
-        return f"{cls}({attack_name(inner)})"
-    return value
-
-
-def is_black_box(attack):
-    """Whether an attack only queries the target's outputs: it declares ``black_box``, or it
-    computes its examples on a ``surrogate`` (a transfer attack).
-
-    Example:
-
-    >>> import robustkit as rk
-    >>> transfer = rk.attacks.Transfer(abs, rk.attacks.FGSM())
-    >>> is_black_box(rk.attacks.PGD(eps=0.1)), is_black_box(transfer)
-    (False, True)
-    """
-    return (
-        bool(getattr(attack, "black_box", False)) or getattr(attack, "surrogate", None) is not None
-    )
-
-
-def threat_of(attack):
-    """``(norm, eps)`` an attack's outputs must satisfy, from its ``norm`` and ``eps``
-    attributes (looking inside wrappers such as ``Transfer``); ``(None, None)`` when the
-    attack declares no norm (FWA's Wasserstein ball, a plain function). ``eps`` is
-    ``None`` for a minimal-norm attack without a bound (CW, DDN, FAB).
-
-    Example:
-
-    >>> import robustkit as rk
-    >>> threat_of(rk.attacks.PGD(eps=0.5, norm="l2"))
-    ('l2', 0.5)
-    """
-    inner = attack
-    for _ in range(4):
-        norm = getattr(inner, "norm", None)
-        if isinstance(norm, str):
-            return norm.lower(), getattr(inner, "eps", None)
-        inner = wrapped(inner)
-        if inner is None:
-            break
-    return None, None
 
 
 # ------------------------------------------------------------- the eps-ball
@@ -383,15 +312,11 @@ def measure(model, data, attack, n=None, batch_size=500, eps=None, norm=None, ve
 
 __all__ = [
     "Measurement",
-    "attack_name",
     "ball_of",
-    "is_black_box",
     "measure",
     "metadata_value",
     "predict_logits",
     "resolve_model",
     "robust_at_radius",
     "robust_mask",
-    "threat_of",
-    "wrapped",
 ]

@@ -23,12 +23,12 @@ from robustkit._validation import check_choice, check_int, check_labels
 from robustkit.attacks import FGSM, PGD
 from robustkit.data import as_arrays
 from robustkit.evaluation._measure import (
-    attack_name,
     predict_logits,
     resolve_model,
     robust_at_radius,
     robust_mask,
 )
+from robustkit.evaluation.suites import attack_name
 from robustkit.models.adapter import as_logits_fn
 
 
