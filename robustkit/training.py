@@ -71,8 +71,8 @@ class RobustModel(keras.Model):
         base_model: the Keras model to harden; it must output logits.
         objective: an :class:`robustkit.objectives.Objective` or a registered name
             (``"standard"``, ``"trades"``, ``"mart"``, ...). Default: standard AT.
-        attack: the inner attack: any attack with ``trainable = True`` (PGD, FGSM,
-            MIM, ...; see the training protocol in :mod:`robustkit.attacks.base`). Its
+        attack: the inner attack: any attack with ``trainable = True`` (e.g. PGD,
+            FGSM; see the training protocol in :mod:`robustkit.attacks.base`). Its
             loss and random start are set by the objective's ``inner``
             (:class:`robustkit.objectives.InnerAttack`). Default: PGD-10, L-inf eps
             8/255, step eps/4.
