@@ -120,7 +120,7 @@ def ball_of(attack, default_eps=None, default_norm=None):
     L1(eps=2)
     """
     norm, eps = threat_of(attack)
-    if norm is None:
+    if norm not in threat_lib.NORMS:  # no Lp ball declared (FWA's Wasserstein ball, ...)
         return None
     if eps is None:  # a minimal-norm attack: held to the report's radius
         if default_eps is None or norm != default_norm:
