@@ -17,7 +17,12 @@ Example:
 True
 
 ``MIMonitor`` (natural and adversarial MI on held-out data, for the NAMID
-defenses) lives in :mod:`robustkit.estimators` and is re-exported here.
+defenses) lives in :mod:`robustkit.namid`; ``rk.callbacks.MIMonitor`` loads it from
+there on first use.
+
+The accuracies come from :func:`robustkit.evaluation.measure`, the one evaluator:
+an example is robust when it is correct clean and the attack's output is still
+classified correctly or lies outside the attack's eps-ball.
 
 Put :class:`RobustEvaluation` *before* Keras' own ``ModelCheckpoint``,
 ``EarlyStopping``, ``CSVLogger`` or ``TensorBoard`` in the list: it writes
@@ -26,78 +31,63 @@ those callbacks then read like any other metric. Use Keras' own
 ``BackupAndRestore``, ``ModelCheckpoint`` and learning-rate schedules.
 """
 
+import importlib
 import math
+import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from robustkit import _log
 from robustkit._validation import check_int, check_positive
-from robustkit.attacks.base import as_logits_fn
 from robustkit.attacks.pgd import PGD
+from robustkit.data import as_arrays
+from robustkit.evaluation._measure import measure
+from robustkit.models.adapter import base_of
 
 
-def _base(model):
-    return getattr(model, "base_model", model)
-
-
-def _take(data, max_examples):
-    """``(x, y)`` numpy arrays from a tuple or a ``tf.data`` dataset of batches."""
-    if isinstance(data, tf.data.Dataset):
-        xs, ys, n = [], [], 0
-        for batch in data:
-            xb, yb = batch[0], batch[1]
-            xs.append(np.asarray(xb))
-            ys.append(np.asarray(yb).reshape(-1))
-            n += len(xs[-1])
-            if max_examples and n >= max_examples:
-                break
-        x, y = np.concatenate(xs), np.concatenate(ys)
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = np.asarray(data[0]), np.asarray(data[1]).reshape(-1)
-    else:
-        raise ValueError("`data` must be (x, y) arrays or a tf.data.Dataset of (x, y) batches.")
-    if len(x) != len(y):
-        raise ValueError(f"`data` has {len(x)} images but {len(y)} labels; they must match.")
-    if max_examples:
-        x, y = x[:max_examples], y[:max_examples]
-    return x.astype("float32"), y.astype("int64")
+def __getattr__(name):
+    # PEP 562: the NAMID paper's MI monitor lives in robustkit.namid (loaded on first use)
+    if name == "MIMonitor":
+        try:
+            return importlib.import_module("robustkit.namid").MIMonitor
+        except ModuleNotFoundError as e:
+            if e.name != "robustkit.namid":
+                raise
+            raise AttributeError(
+                "robustkit.callbacks.MIMonitor lives in robustkit.namid, which is not "
+                "available in this installation."
+            ) from None
+    raise AttributeError(f"module 'robustkit.callbacks' has no attribute {name!r}")
 
 
 def clean_and_robust_accuracy(model, x, y, attack, batch_size=500):
-    """Clean and robust accuracy of ``model`` on ``(x, y)`` under ``attack``.
-
-    Robust accuracy counts an example only when it is classified correctly both
-    clean and under attack.
+    """Clean and robust accuracy of ``model`` on ``(x, y)`` under ``attack``: a thin alias
+    of :func:`robustkit.evaluation.measure` (the one evaluator).
 
     Example:
 
     >>> import keras, numpy as np, robustkit as rk
-    >>> m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    >>> m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+    ...                       keras.layers.Dense(10)])
     >>> x = np.zeros((4, 8, 8, 1), "float32"); y = np.zeros(4, "int64")
     >>> clean, robust = clean_and_robust_accuracy(m, x, y, rk.attacks.FGSM(0.1))
     >>> robust <= clean
     True
     """
-    fn = as_logits_fn(_base(model))
-    correct, robust = [], []
-    x_adv = attack(_base(model), x, y)
-    for s in range(0, len(x), batch_size):
-        c = np.argmax(fn(tf.constant(x[s : s + batch_size])).numpy(), -1) == y[s : s + batch_size]
-        a = (
-            np.argmax(fn(tf.constant(x_adv[s : s + batch_size])).numpy(), -1)
-            == y[s : s + batch_size]
-        )
-        correct.append(c)
-        robust.append(c & a)
-    return float(np.concatenate(correct).mean()), float(np.concatenate(robust).mean())
+    found = measure(model, (x, y), attack, batch_size=batch_size)
+    return found.clean_accuracy, found.robust_accuracy
 
 
 def _default_attack(model, steps):
-    train_attack = getattr(model, "attack", None)
-    if isinstance(train_attack, PGD):
-        return PGD(eps=train_attack.eps, norm=train_attack.norm, steps=steps)
-    raise ValueError("`attack` is required when the model is not a RobustModel with a PGD attack.")
+    """PGD-``steps`` in the training attack's threat model (norm, eps and box)."""
+    threat = getattr(getattr(model, "attack", None), "threat", None)
+    if threat is not None and threat.norm in PGD.supported_norms:
+        return PGD(eps=threat.eps, norm=threat.norm, bounds=threat.bounds, steps=steps)
+    raise ValueError(
+        "`attack` is required when the model is not a RobustModel whose training attack "
+        "has a threat model."
+    )
 
 
 class RobustEvaluation(keras.callbacks.Callback):
@@ -113,18 +103,26 @@ class RobustEvaluation(keras.callbacks.Callback):
         data: held-out ``(x, y)`` arrays or a ``tf.data.Dataset`` of batches.
         attack: the attack; default PGD-20 at the training attack's eps and norm.
         every: evaluate every ``every`` epochs (and always at the last epoch).
-        max_examples: evaluate on at most this many examples (default 1000).
+        max_examples: evaluate on at most this many examples (default 1000; ``None``: all).
         prefix: key prefix in ``logs`` (default ``"val_"``).
+        verbose: 1 shows a progress bar over the attacked examples and logs the result.
+
+    ``history`` holds ``(epoch, clean, robust)`` per evaluation, ``last`` the latest
+    :class:`robustkit.evaluation.Measurement`. Attack outputs outside the attack's eps-ball
+    count as robust and raise a warning.
     """
 
     def __init__(self, data, attack=None, every=1, max_examples=1000, prefix="val_", verbose=0):
         super().__init__()
-        self.x, self.y = _take(data, max_examples)
+        if max_examples is not None:
+            max_examples = check_int(max_examples, "max_examples")
+        self.x, self.y = as_arrays(data, max_examples)
         self.attack = attack
         self.every = check_int(every, "every")
         self.prefix = prefix
         self.verbose = verbose
         self.history = []
+        self.last = None
 
     def on_train_begin(self, logs=None):
         if self.attack is None:
@@ -134,16 +132,24 @@ class RobustEvaluation(keras.callbacks.Callback):
         last = self.params.get("epochs") if self.params else None
         if (epoch + 1) % self.every and (last is None or epoch + 1 != last):
             return
-        clean, robust = clean_and_robust_accuracy(self.model, self.x, self.y, self.attack)
+        found = measure(self.model, (self.x, self.y), self.attack, verbose=self.verbose)
+        clean, robust = found.clean_accuracy, found.robust_accuracy
         if logs is not None:
             logs[self.prefix + "clean_accuracy"] = clean
             logs[self.prefix + "robust_accuracy"] = robust
         self.history.append((epoch, clean, robust))
-        if self.verbose:
-            print(
-                f"\nEpoch {epoch + 1}: {self.prefix}clean_accuracy={clean:.4f} "
-                f"{self.prefix}robust_accuracy={robust:.4f}"
+        self.last = found
+        if found.outside_ball:
+            warnings.warn(
+                f"RobustEvaluation: {found.outside_ball} outputs of the attack lie outside "
+                "its eps-ball; they are not adversarial examples and count as robust.",
+                stacklevel=2,
             )
+        _log.info(
+            f"Epoch {epoch + 1}: {self.prefix}clean_accuracy={clean:.4f} "
+            f"{self.prefix}robust_accuracy={robust:.4f}",
+            self.verbose,
+        )
 
 
 class EpsilonWarmup(keras.callbacks.Callback):
@@ -273,13 +279,10 @@ class BestRobustCheckpoint(keras.callbacks.Callback):
             self.best_score, self.best_epoch = score, epoch
             self._best_weights = [w.numpy() for w in self.model.weights]
             if self.filepath:
-                _base(self.model).save_weights(self.filepath)
-            if self.verbose:
-                print(f"\nEpoch {epoch + 1}: best (clean + robust) / 2 = {score:.4f}")
+                base_of(self.model).save_weights(self.filepath)
+            _log.info(f"Epoch {epoch + 1}: best (clean + robust) / 2 = {score:.4f}", self.verbose)
 
     def on_train_end(self, logs=None):
         if self.restore and self._best_weights is not None:
             for var, value in zip(self.model.weights, self._best_weights):
                 var.assign(value)
-
-

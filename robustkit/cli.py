@@ -165,10 +165,17 @@ def load_split(dataset, split, data_dir, download, size, seed):
 
 
 def evaluate_accuracy(model, x, y, attack):
-    """Clean and robust accuracy (robust: correct both clean and under ``attack``)."""
-    from robustkit.callbacks import clean_and_robust_accuracy
+    """Clean and robust accuracy from the one evaluator, :func:`robustkit.evaluation.measure`
+    (robust: correct clean, and under ``attack`` still correct or outside its eps-ball)."""
+    from robustkit.evaluation import measure
 
-    return clean_and_robust_accuracy(model, x, y, attack)
+    return measure(model, (x, y), attack)
+
+
+def _outside_note(found):
+    """`` (N outputs outside the eps-ball counted robust)`` when there were any."""
+    n = found.outside_ball
+    return f" ({n} attack outputs outside the eps-ball counted robust)" if n else ""
 
 
 def _percent(value):
@@ -398,7 +405,8 @@ def _run_mi_pipeline(args, x_tr, y_tr, x_te, y_te, num_classes, train_attack):
         f"robustkit train: {args.dataset} ({len(x_tr)} train / {len(x_te)} test), {args.model}, "
         f"defense {args.defense} via the three-stage pipeline (stages cached in {stages}), "
         f"{args.norm} eps {args.eps:.4g}, PGD-{args.steps}, {args.epochs} epochs per stage, "
-        f"estimators {args.estimator_features} wide / {args.estimator_epochs} epochs, seed {args.seed}",
+        f"estimators {args.estimator_features} wide / {args.estimator_epochs} epochs, "
+        f"seed {args.seed}",
         flush=True,
     )
     start = time.perf_counter()
@@ -424,7 +432,8 @@ def _run_mi_pipeline(args, x_tr, y_tr, x_te, y_te, num_classes, train_attack):
     model = out["model"]
     args.objective = model.objective
     attack = args.eval_attack_obj
-    clean, robust = evaluate_accuracy(model.base_model, x_te, y_te, attack)
+    found = evaluate_accuracy(model.base_model, x_te, y_te, attack)
+    clean, robust = found.clean_accuracy, found.robust_accuracy
     metadata = {
         "dataset": args.dataset,
         "model": args.model,
@@ -447,6 +456,7 @@ def _run_mi_pipeline(args, x_tr, y_tr, x_te, y_te, num_classes, train_attack):
         "robust_accuracy": robust,
         "attack": attack_label(attack),
         "n_examples": int(len(x_te)),
+        "outside_ball": found.outside_ball,
         "train_seconds": round(train_seconds, 1),
         "pipeline_stages_run": out["ran"],
     }
@@ -454,7 +464,7 @@ def _run_mi_pipeline(args, x_tr, y_tr, x_te, y_te, num_classes, train_attack):
     print(
         f"Stages run: {out['ran'] or 'none (all cached)'}; skipped: {out['skipped']}\n"
         f"Clean accuracy: {_percent(clean)}; robust accuracy under {attack_label(attack)}: "
-        f"{_percent(robust)} ({len(x_te)} test examples)\n"
+        f"{_percent(robust)} ({len(x_te)} test examples){_outside_note(found)}\n"
         f"Exported to {os.path.abspath(args.out)}",
         flush=True,
     )
@@ -512,7 +522,8 @@ def run_train(args):
 
     attack = args.eval_attack_obj
     start = time.perf_counter()
-    clean, robust = evaluate_accuracy(base, x_te, y_te, attack)
+    found = evaluate_accuracy(base, x_te, y_te, attack)
+    clean, robust = found.clean_accuracy, found.robust_accuracy
     eval_seconds = time.perf_counter() - start
     metadata = {
         "dataset": args.dataset,
@@ -534,12 +545,13 @@ def run_train(args):
         "robust_accuracy": robust,
         "attack": attack_label(attack),
         "n_examples": int(len(x_te)),
+        "outside_ball": found.outside_ball,
         "train_seconds": round(train_seconds, 1),
     }
     rk.export(model, args.out, metadata=metadata, overwrite=True)
     print(
         f"Clean accuracy: {_percent(clean)}; robust accuracy under {attack_label(attack)}: "
-        f"{_percent(robust)} ({len(x_te)} test examples)\n"
+        f"{_percent(robust)} ({len(x_te)} test examples){_outside_note(found)}\n"
         f"Training took {train_seconds:.0f} s, evaluation {eval_seconds:.0f} s.\n"
         f"Exported to {os.path.abspath(args.out)}",
         flush=True,
@@ -634,13 +646,17 @@ def run_evaluate(args):
     loaded, _ = load_exported(args.path)
     if evaluation_cli.wants_report(args):  # suite, report, plot: robustkit.evaluate
         return evaluation_cli.run_suite(args, meta, loaded, x, y, args.attack_obj, DEFAULT_EPS)
-    clean, robust = evaluate_accuracy(loaded, x, y, args.attack_obj)
+    found = evaluate_accuracy(loaded, x, y, args.attack_obj)
     print(
-        f"Model: {os.path.abspath(args.path)} ({meta.get('defense')}, trained on {meta.get('dataset')})"
+        f"Model: {os.path.abspath(args.path)} ({meta.get('defense')}, "
+        f"trained on {meta.get('dataset')})"
     )
     print(f"Data: {args.dataset} test, {len(x)} examples")
-    print(f"Clean accuracy: {_percent(clean)}")
-    print(f"Robust accuracy under {attack_label(args.attack_obj)}: {_percent(robust)}")
+    print(f"Clean accuracy: {_percent(found.clean_accuracy)}")
+    print(
+        f"Robust accuracy under {attack_label(args.attack_obj)}: "
+        f"{_percent(found.robust_accuracy)}{_outside_note(found)}"
+    )
     return 0
 
 
@@ -663,12 +679,14 @@ def build_parser():
 
     parser = argparse.ArgumentParser(
         prog="robustkit",
-        description="Adversarial robustness for Keras 3: train, evaluate and export hardened models.",
+        description=(
+            "Adversarial robustness for Keras 3: train, evaluate and export hardened models."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"robustkit {robustkit.__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name, builder in SUBCOMMANDS.items():
+    for builder in SUBCOMMANDS.values():
         sub = builder(subparsers)
         sub.set_defaults(parser=sub)
     return parser

@@ -1,7 +1,8 @@
 """Datasets: the embedded default, MNIST / CIFAR-10 from local files, and TFDS.
 
 Every loader returns ``(x, y)`` numpy arrays: float32 NHWC images in [0, 1] and
-int64 labels.
+int64 labels; :func:`as_arrays` turns what a caller passes as data (arrays or a
+``tf.data.Dataset``) into the same, validated.
 
 Example:
 
@@ -24,7 +25,7 @@ import struct
 import numpy as np
 import tensorflow as tf
 
-from robustkit._validation import check_choice
+from robustkit._validation import check_choice, check_images, check_int, check_labels
 
 #: names served without TFDS
 LOCAL = ("digits", "mnist", "cifar10")
@@ -223,3 +224,70 @@ def make_dataset(x, y, batch_size=128, shuffle=True, seed=0, repeat=False, drop_
     if repeat:
         ds = ds.repeat()
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def _dataset_arrays(data, n, argname):
+    xs, ys, count = [], [], 0
+    for element in data:
+        if not isinstance(element, (tuple, list)) or len(element) < 2:
+            raise ValueError(
+                f"`{argname}` must yield (x, y) batches; got {type(element).__name__}."
+            )
+        xb, yb = np.asarray(element[0]), np.asarray(element[1])
+        if xb.ndim == 3:  # an unbatched dataset of (H, W, C) images
+            xb, yb = xb[None], yb.reshape(1, -1) if yb.ndim else yb[None]
+        xs.append(xb)
+        ys.append(yb)
+        count += len(xb)
+        if n is not None and count >= n:
+            break
+    if not xs:
+        raise ValueError(f"`{argname}` is an empty dataset.")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def as_arrays(data, n=None, argname="data"):
+    """Validated ``(x, y)`` numpy arrays from ``(x, y)`` or a ``tf.data`` dataset.
+
+    The images must be a float batch ``(N, H, W, C)`` in [0, 1]; the labels integer class
+    ids, shape ``(N,)`` (``(N, 1)`` is flattened; one-hot labels are refused). A dataset
+    may yield batches or single examples; only the first ``n`` examples are read when
+    ``n`` is given. Bad input raises a ``ValueError`` naming ``argname``.
+
+    Example:
+
+    >>> import numpy as np, tensorflow as tf
+    >>> x, y = np.zeros((5, 2, 2, 1), "float32"), np.arange(5)
+    >>> ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
+    >>> xs, ys = as_arrays(ds, n=3)
+    >>> xs.shape, ys.tolist(), ys.dtype.name
+    ((3, 2, 2, 1), [0, 1, 2], 'int64')
+    >>> as_arrays((x, np.eye(5)[y]))  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    ValueError: `data` labels must be integer class ids, not one-hot ...
+    """
+    if n is not None:
+        n = check_int(n, "n")
+    if isinstance(data, tf.data.Dataset):
+        x, y = _dataset_arrays(data, n, argname)
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = np.asarray(data[0]), np.asarray(data[1])
+    else:
+        raise ValueError(
+            f"`{argname}` must be (x, y) arrays or a tf.data.Dataset of (x, y) batches; "
+            f"got {type(data).__name__}."
+        )
+    if y.ndim == 2 and y.shape[1] > 1:
+        raise ValueError(
+            f"`{argname}` labels must be integer class ids, not one-hot (shape {y.shape}); "
+            "convert them with `y.argmax(axis=-1)`."
+        )
+    if y.ndim == 2:
+        y = y.reshape(-1)
+    check_images(x, argname)
+    check_labels(y, n=len(x), name=f"{argname} labels")
+    if len(x) == 0:
+        raise ValueError(f"`{argname}` holds no examples.")
+    if n is not None:
+        x, y = x[:n], y[:n]
+    return x.astype("float32", copy=False), y.astype("int64", copy=False)

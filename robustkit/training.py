@@ -15,15 +15,19 @@ Example:
 >>> sorted(history.history)
 ['accuracy', 'adv_accuracy', 'clean_accuracy', 'kl', 'loss', 'natural']
 
-One ``train_step`` composes the three parts: the inner attack (run in inference
-mode, ``stop_gradient`` at the boundary, its radius read from the ``keras.Variable``
-``model.eps`` so that callbacks can schedule it), the objective (a pure loss of
-logits and labels) and the optimizer update.
+One ``train_step`` composes the three parts: the inner attack (any attack with
+``trainable = True``, run in inference mode through the training protocol of
+:mod:`robustkit.attacks.base`, ``stop_gradient`` at the boundary, its radius read from
+the ``keras.Variable`` ``model.eps`` so that callbacks can schedule it, its loss and
+random start from the objective's ``inner``), the objective (a pure loss of logits and
+labels) and the optimizer update. Only public Keras and TensorFlow API is used.
+
+"Fast AT" (Wong, Rice & Kolter, ICLR 2020) is FGSM from a uniform random start with a
+step of 1.25 eps: ``attack=rk.attacks.FGSM(eps, random_start=True, step_size=1.25 * eps)``.
 """
 
 import keras
 import tensorflow as tf
-from keras.src.losses.loss import scale_loss_for_distribution
 
 from robustkit import objectives as objectives_lib
 from robustkit.attacks.base import Attack
@@ -34,6 +38,31 @@ def _unpack(data):
     return keras.utils.unpack_x_y_sample_weight(data)
 
 
+def _check_training_attack(attack):
+    """``ValueError`` naming ``attack`` unless it implements the training protocol."""
+    trainable = getattr(attack, "trainable", False)
+    if trainable is not True or not callable(getattr(attack, "perturb", None)):
+        name = type(attack).__name__
+        raise ValueError(
+            f"`attack` must implement the training protocol (`trainable = True`, see "
+            f"robustkit.attacks.base), e.g. rk.attacks.PGD or FGSM; got "
+            f"{name} (trainable={trainable!r})."
+        )
+    eps = getattr(attack, "eps", None)
+    try:
+        ok = float(eps) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"`attack` must have a radius `eps` > 0 for training; got {eps!r}.")
+
+
+def _scale_for_replicas(loss):
+    """The per-replica loss whose summed gradients are the global batch's gradient."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss if replicas == 1 else loss * (1.0 / replicas)
+
+
 @keras.saving.register_keras_serializable(package="robustkit")
 class RobustModel(keras.Model):
     """Wraps a Keras classifier (logits out) with an adversarial training objective.
@@ -42,9 +71,11 @@ class RobustModel(keras.Model):
         base_model: the Keras model to harden; it must output logits.
         objective: an :class:`robustkit.objectives.Objective` or a registered name
             (``"standard"``, ``"trades"``, ``"mart"``, ...). Default: standard AT.
-        attack: the inner attack, a :class:`robustkit.attacks.PGD` (its ``loss`` and
-            random start are overridden by the objective's ``attack_loss`` and
-            ``attack_start``). Default: PGD-10, L-inf eps 8/255, step eps/4.
+        attack: the inner attack: any attack with ``trainable = True`` (e.g. PGD,
+            FGSM; see the training protocol in :mod:`robustkit.attacks.base`). Its
+            loss and random start are set by the objective's ``inner``
+            (:class:`robustkit.objectives.InnerAttack`). Default: PGD-10, L-inf eps
+            8/255, step eps/4.
         test_attack: optional attack run in ``test_step`` (``validation_data`` and
             ``evaluate``) to log ``adv_accuracy`` there too; ``None`` (default)
             evaluates clean data only. For robust validation once per epoch, the
@@ -74,11 +105,7 @@ class RobustModel(keras.Model):
             )
         self.objective = objectives_lib.get(objective)
         attack = PGD(eps=8 / 255, steps=10) if attack is None else attack
-        if not isinstance(attack, PGD):
-            raise ValueError(
-                f"`attack` must be a robustkit.attacks.PGD (or FGSM) for training; got "
-                f"{type(attack).__name__}."
-            )
+        _check_training_attack(attack)
         if test_attack is not None and not isinstance(test_attack, Attack):
             raise ValueError(f"`test_attack` must be a robustkit Attack; got {test_attack!r}.")
         self.base_model = base_model
@@ -103,17 +130,22 @@ class RobustModel(keras.Model):
             self.base_model.build(input_shape)
         self.built = True
 
-    @property
-    def metrics(self):
-        own = [
+    def _own_metrics(self):
+        return [
             self.loss_tracker,
             *self.part_trackers.values(),
             self.clean_accuracy,
             self.adv_accuracy,
         ]
-        compiled = [m for m in super().metrics if m not in own]
-        # Keras' own loss tracker is unused here: leave it out of the logs.
-        return own + [m for m in compiled if m.name != "loss"]
+
+    def _compiled_metrics(self):
+        """The metrics passed to ``compile`` (Keras' own loss tracker is unused here)."""
+        own = self._own_metrics()
+        return [m for m in super().metrics if m not in own and m.name != "loss"]
+
+    @property
+    def metrics(self):
+        return self._own_metrics() + self._compiled_metrics()
 
     def compile(self, optimizer="adam", metrics=None, **kwargs):
         if kwargs.get("loss") is not None:
@@ -134,13 +166,14 @@ class RobustModel(keras.Model):
         return tf.cast(self.base_model(x, training=False), tf.float32)
 
     def _adversarial(self, x, y, attack):
+        inner = self.objective.inner
         return attack.perturb(
             self._inference_fn,
             x,
             y,
             eps=self.eps,
-            loss=self.objective.attack_loss,
-            random_start=self.objective.attack_start,
+            loss=inner.loss,
+            random_start=inner.start,
             track_best=False,
         )
 
@@ -152,8 +185,8 @@ class RobustModel(keras.Model):
         if logits_adv is not None:
             self.adv_accuracy.update_state(y, logits_adv, sample_weight=sample_weight)
         self.clean_accuracy.update_state(y, logits_clean, sample_weight=sample_weight)
-        if self._compile_metrics is not None:
-            self._compile_metrics.update_state(y, logits_clean, sample_weight)
+        for metric in self._compiled_metrics():
+            metric.update_state(y, logits_clean, sample_weight=sample_weight)
         return self.get_metrics_result()
 
     def train_step(self, data):
@@ -178,7 +211,7 @@ class RobustModel(keras.Model):
             )
             reg = self.base_model.losses
             loss = total + tf.add_n(reg) if reg else total
-            scaled = self.optimizer.scale_loss(scale_loss_for_distribution(loss))
+            scaled = self.optimizer.scale_loss(_scale_for_replicas(loss))
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))

@@ -5,6 +5,7 @@ import os
 import re
 from contextlib import redirect_stdout
 
+import numpy as np
 import pytest
 
 import robustkit as rk
@@ -157,3 +158,33 @@ def test_console_script_entry_point():
 
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts.get("robustkit") == "robustkit.cli:main"
+
+
+class _SwapClasses:
+    """An 'attack' that claims an L-inf ball of 0.1 but returns an image of another class,
+    far outside the ball: not an adversarial example, so it must count as robust."""
+
+    norm, eps, step_size, label = "linf", 0.1, 0.025, "Swap"
+
+    def __init__(self):
+        x, y = rk.data.load("digits", "train")
+        self.images = x[[int(np.flatnonzero(y == c)[0]) for c in range(10)]]
+
+    def __call__(self, model, x, y):
+        return self.images[(np.asarray(y) + 1) % 10]
+
+
+def test_train_counts_outputs_outside_the_ball_as_robust(tmp_path, monkeypatch):
+    """`robustkit train` prints and records the one evaluator's numbers."""
+    swap = _SwapClasses()
+    monkeypatch.setattr(cli, "parse_attack", lambda *args, **kwargs: swap)
+    out = str(tmp_path / "swap")
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        argv = ["train", "--epochs", "1", "--train-size", "400", "--test-size", "100"]
+        code = cli.main([*argv, "--steps", "2", "--out", out, "--quiet"])
+    assert code == 0
+    _, meta = rk.load(out)
+    assert meta["robust_accuracy"] == meta["clean_accuracy"] > 0.3
+    assert 0 < meta["outside_ball"] <= 100
+    assert f"({meta['outside_ball']} attack outputs outside the eps-ball" in buf.getvalue()

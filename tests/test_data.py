@@ -146,3 +146,54 @@ def test_subset_and_make_dataset():
     np.testing.assert_array_equal(seen, np.sort(y))  # shuffled, nothing lost
     with pytest.raises(ValueError, match="`x`"):
         rk.data.make_dataset(x, y[:-1])
+
+
+def test_as_arrays_from_arrays_and_datasets():
+    import tensorflow as tf
+
+    x, y = rk.data.load("digits", "test")
+    xs, ys = rk.data.as_arrays((x, y))
+    assert xs.dtype == np.float32 and ys.dtype == np.int64 and len(xs) == 359
+    # (N, 1) labels (keras.datasets' CIFAR-10 layout) are flattened
+    _, y_col = rk.data.as_arrays((x, y[:, None].astype("uint8")))
+    np.testing.assert_array_equal(y_col, y)
+    # batched and unbatched datasets give the same arrays; n stops reading early
+    batched = tf.data.Dataset.from_tensor_slices((x, y)).batch(50)
+    single = tf.data.Dataset.from_tensor_slices((x, y))
+    for ds in (batched, single):
+        xd, yd = rk.data.as_arrays(ds, n=120)
+        np.testing.assert_array_equal(xd, x[:120])
+        np.testing.assert_array_equal(yd, y[:120])
+    xd, _ = rk.data.as_arrays(batched)
+    assert len(xd) == 359
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda x, y: (x, np.eye(10)[y]), "`val` labels must be integer class ids, not one-hot"),
+        (lambda x, y: (x * 255, y), r"`val` must have values in \[0, 1\]"),
+        (lambda x, y: (x, y[:-1]), "`val labels` has 358 labels"),
+        (lambda x, y: x, "`val` must be \\(x, y\\) arrays or a tf.data.Dataset"),
+        (lambda x, y: (x[:0], y[:0]), "`val` holds no examples"),
+        (lambda x, y: (x, -y - 1), "negative label"),
+    ],
+)
+def test_as_arrays_refuses_bad_data_naming_the_argument(make, match):
+    x, y = rk.data.load("digits", "test")
+    with pytest.raises(ValueError, match=match):
+        rk.data.as_arrays(make(x, y), argname="val")
+
+
+def test_as_arrays_refuses_empty_and_malformed_datasets():
+    import tensorflow as tf
+
+    x, y = rk.data.load("digits", "test")
+    empty = tf.data.Dataset.from_tensor_slices((x[:0], y[:0])).batch(8)
+    with pytest.raises(ValueError, match="`data` is an empty dataset"):
+        rk.data.as_arrays(empty)
+    images_only = tf.data.Dataset.from_tensor_slices(x).batch(8)
+    with pytest.raises(ValueError, match=r"`data` must yield \(x, y\) batches"):
+        rk.data.as_arrays(images_only)
+    with pytest.raises(ValueError, match="`n`"):
+        rk.data.as_arrays((x, y), n=0)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -108,6 +109,122 @@ def test_outputs_outside_the_ball_count_as_robust(digits_model, test_set, nine):
     res = report.attacks[0]
     assert res.outside_ball > 0
     assert report[res.name] == report["None"]  # nothing counted as fooled
+
+
+class Cheat(Replace):
+    """Replaces classes 0-8 by a 9 but claims an L-inf ball of 0.1 it does not respect."""
+
+    norm, eps, step_size = "linf", 0.1, 0.025
+
+
+def test_outside_the_ball_counts_as_robust_by_every_path(digits_model, test_set, nine, tmp_path):
+    """The one evaluator behind measure, evaluate, the callbacks and the CLI: outputs outside
+    the attack's ball are not adversarial examples."""
+    from robustkit import cli
+
+    x, y = test_set
+    cheat = Cheat(range(9), nine)
+    correct = np.argmax(digits_model.predict(x, verbose=0), -1) == y
+    clean, outside = float(correct.mean()), int((correct & (y < 9)).sum())
+    # control: the same replacement without a ball claim fools every replaced example
+    plain = rk.evaluation.measure(digits_model, (x, y), Replace(range(9), nine))
+    assert plain.robust_accuracy == pytest.approx(np.mean(correct & (y == 9)))
+    # 1. measure
+    found = rk.evaluation.measure(digits_model, (x, y), cheat)
+    assert found.clean_accuracy == pytest.approx(clean)
+    assert found.robust_accuracy == pytest.approx(clean) and found.outside_ball == outside
+    # 2. the report
+    report = rk.evaluate(digits_model, (x, y), suite=[cheat], checks=False)
+    assert report[cheat.name] == report["None"] and report.attacks[0].outside_ball == outside
+    # 3. the callbacks' function
+    assert rk.callbacks.clean_and_robust_accuracy(digits_model, x, y, cheat) == (
+        pytest.approx(clean),
+        pytest.approx(clean),
+    )
+    # 4. RobustEvaluation and BestRobustCheckpoint on a RobustModel
+    wrapper = rk.RobustModel(digits_model, attack=rk.attacks.PGD(eps=0.1, steps=2))
+    evaluation = rk.callbacks.RobustEvaluation((x, y), attack=cheat, max_examples=None)
+    best = rk.callbacks.BestRobustCheckpoint(data=(x, y), attack=cheat, max_examples=None)
+    for cb in (evaluation, best):
+        cb.set_model(wrapper)
+        cb.params = {"epochs": 1}
+        cb.on_train_begin()
+    logs = {}
+    with pytest.warns(UserWarning, match="outside its eps-ball"):
+        evaluation.on_epoch_end(0, logs)
+    assert logs["val_robust_accuracy"] == logs["val_clean_accuracy"] == pytest.approx(clean)
+    assert evaluation.last.outside_ball == outside
+    logs = {}
+    with pytest.warns(UserWarning, match="outside its eps-ball"):
+        best.on_epoch_end(0, logs)
+    assert logs["val_robust_score"] == pytest.approx(clean)
+    # 5. `robustkit evaluate` on an export (the CLI's attack replaced by the cheat)
+    path = str(tmp_path / "export")
+    rk.export(
+        digits_model,
+        path,
+        metadata={"dataset": "digits", "threat_model": {"norm": "linf", "eps": 0.1}},
+    )
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(cli, "parse_attack", lambda *args, **kwargs: cheat)
+    try:
+        import contextlib
+        import io
+
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert cli.main(["evaluate", path]) == 0
+    finally:
+        monkeypatch.undo()
+    text = buf.getvalue()
+    printed_clean = float(re.search(r"Clean accuracy: ([\d.]+) %", text).group(1))
+    printed_robust = float(re.search(r"Robust accuracy under [^:]*: ([\d.]+) %", text).group(1))
+    assert printed_robust == printed_clean == round(100 * clean, 1)
+    assert f"({outside} attack outputs outside the eps-ball counted robust)" in text
+
+
+def test_measure_is_the_number_of_every_path(digits_model, test_set):
+    x, y = test_set
+    fgsm = rk.attacks.FGSM(eps=0.1)  # deterministic
+    found = rk.evaluation.measure(digits_model, (x, y), fgsm, n=200)
+    report = rk.evaluate(digits_model, (x, y), suite=[fgsm], checks=False, n=200)
+    pair = rk.callbacks.clean_and_robust_accuracy(digits_model, x[:200], y[:200], fgsm)
+    assert found.robust_accuracy == report["FGSM"] == pair[1] < found.clean_accuracy - 0.1
+    assert found.clean_accuracy == report["None"] == pair[0]
+    # robust means correct clean and still correct: computed by hand
+    pred_clean = np.argmax(digits_model.predict(x[:200], verbose=0), -1)
+    x_adv = fgsm(digits_model, x[:200], y[:200])
+    pred_adv = np.argmax(digits_model.predict(x_adv, verbose=0), -1)
+    expected = np.mean((pred_clean == y[:200]) & (pred_adv == y[:200]))
+    assert found.robust_accuracy == pytest.approx(expected)
+    with pytest.raises(ValueError, match="batch_size"):
+        rk.evaluation.measure(digits_model, (x, y), fgsm, batch_size=0)
+    with pytest.raises(ValueError, match="not an attack"):
+        rk.evaluation.measure(digits_model, (x, y), {"x": 3})
+
+
+def test_l1_attack_list_end_to_end(digits_model, test_set):
+    """An L1 threat model through evaluate, the report, the checks and the curve."""
+    x, y = test_set
+    pgd = rk.attacks.PGD(eps=2.0, norm="l1", steps=20, seed=0)
+    report = rk.evaluate(digits_model, (x, y), suite=[pgd], n=100, checks=["large_eps"])
+    assert report.norm == "l1" and report.eps == pytest.approx(2.0)  # from the attack
+    assert report["PGD-20"] < report["None"] - 0.1
+    assert report.attacks[0].outside_ball == 0
+    md = report.to_markdown()
+    assert "L1 eps = 2" in md
+    assert report.group_label() == "L1"
+    large = {c.name: c for c in report.checks}["large eps reaches ~0 %"]
+    assert large.values["eps"] == 64.0  # the L1 radius that covers the 8x8 box
+    x_adv = pgd(digits_model, x[:50], y[:50])
+    assert np.abs(x_adv - x[:50]).reshape(50, -1).sum(1).max() <= 2.0 + 1e-4
+    curve = rk.evaluation.robustness_curve(digits_model, (x, y), [0.0, 1.0, 4.0], norm="l1", n=60)
+    assert curve["accuracy"][2] < curve["accuracy"][0] and curve["norm"] == "l1"
+    # a claimed L1 ball is checked with the L1 norm
+    cheat = Cheat(range(9), x[0])
+    cheat.norm, cheat.eps = "l1", 2.0
+    found = rk.evaluation.measure(digits_model, (x, y), cheat, n=100)
+    assert found.robust_accuracy == found.clean_accuracy and found.outside_ball > 0
 
 
 def test_robust_model_and_callable_inputs(digits_model, test_set):

@@ -59,6 +59,49 @@ def test_each_defense_trains_and_beats_undefended_model(defense, digits, digits_
     assert robust > robust_undefended + 0.1, (robust, robust_undefended)
 
 
+def test_fast_at_fgsm_trains_and_beats_undefended_model(digits, digits_model):
+    """Fast AT (Wong et al. 2020): FGSM from a uniform start with step 1.25 eps."""
+    x_tr, y_tr, x_te, y_te = digits
+    keras.utils.set_random_seed(0)
+    attack = rk.attacks.FGSM(eps=0.1, random_start=True, step_size=0.125)
+    model = rk.RobustModel(rk.models.small_cnn((8, 8, 1)), attack=attack)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
+    hist = model.fit(
+        x_tr,
+        y_tr,
+        epochs=8,
+        batch_size=64,
+        verbose=0,
+        callbacks=[rk.callbacks.EpsilonWarmup(epochs=2)],
+    )
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    assert model.get_config()["attack"]["class_name"] == "FGSM"
+    pgd = rk.attacks.PGD(eps=0.1, steps=20)
+    clean, robust = clean_and_robust_accuracy(model, x_te[:300], y_te[:300], pgd)
+    _, robust_undefended = clean_and_robust_accuracy(digits_model, x_te[:300], y_te[:300], pgd)
+    assert clean > 0.85
+    assert robust > robust_undefended + 0.1, (robust, robust_undefended)
+
+
+def test_inner_attack_gets_the_objectives_loss_and_start(digits):
+    """The objective's ``inner`` reaches the attack through the training protocol:
+    TRADES' inner attack ascends the KL from x + 0.001 N(0, 1) and returns its last iterate."""
+    x_tr, y_tr, _, _ = digits
+    seen = {}
+
+    class Recorder(rk.attacks.FGSM):
+        def perturb(self, model_fn, x, y, **kwargs):
+            seen.update({k: v for k, v in kwargs.items() if k != "eps"})
+            return super().perturb(model_fn, x, y, **kwargs)
+
+    model = rk.RobustModel(
+        rk.models.small_cnn((8, 8, 1)), objective="trades", attack=Recorder(eps=0.1)
+    )
+    model.compile(optimizer="adam")
+    model.fit(x_tr[:64], y_tr[:64], epochs=1, batch_size=64, verbose=0)
+    assert seen == {"loss": "kl", "random_start": "normal", "track_best": False}
+
+
 def test_fit_on_tf_data_and_validation(digits):
     x_tr, y_tr, x_te, y_te = digits
     model = _robust_model(steps=2)
@@ -123,7 +166,8 @@ def test_robust_evaluation_feeds_keras_callbacks(digits, tmp_path):
         ),
     ]
     model.fit(x_tr[:256], y_tr[:256], epochs=2, batch_size=64, verbose=0, callbacks=cbs)
-    rows = list(csv.DictReader(open(csv_path)))
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 2 and "val_robust_accuracy" in rows[0]
     logged = float(rows[-1]["val_robust_accuracy"])
     clean, robust = clean_and_robust_accuracy(
@@ -132,6 +176,28 @@ def test_robust_evaluation_feeds_keras_callbacks(digits, tmp_path):
     assert 0.0 <= logged <= float(rows[-1]["val_clean_accuracy"])
     assert abs(logged - robust) < 0.1  # same attack up to its random start
     assert ckpt.exists()
+
+
+def test_robust_evaluation_verbose_shows_a_progress_bar(digits, digits_model, capsys, caplog):
+    import logging
+
+    _, _, x_te, y_te = digits
+    model = rk.RobustModel(digits_model, attack=rk.attacks.PGD(eps=0.1, steps=2))
+    cb = rk.callbacks.RobustEvaluation((x_te, y_te), max_examples=120, verbose=1)
+    cb.set_model(model)
+    cb.params = {"epochs": 1}
+    cb.on_train_begin()  # default attack: PGD-20 in the training attack's threat model
+    assert (cb.attack.steps, cb.attack.eps, cb.attack.norm) == (20, 0.1, "linf")
+    logs = {}
+    with caplog.at_level(logging.INFO, logger="robustkit"):
+        cb.on_epoch_end(0, logs)
+    attacked = int(cb.last.correct.sum())  # the attack runs on the clean-correct examples
+    assert f"{attacked}/{attacked}" in capsys.readouterr().out  # keras.utils.Progbar
+    assert f"val_robust_accuracy={logs['val_robust_accuracy']:.4f}" in caplog.text
+    quiet = rk.callbacks.RobustEvaluation((x_te, y_te), attack=cb.attack, max_examples=120)
+    quiet.set_model(model)
+    quiet.on_epoch_end(0, {})
+    assert capsys.readouterr().out == ""
 
 
 def test_best_robust_checkpoint_restores_best_weights(digits, tmp_path):
@@ -199,6 +265,33 @@ def test_bad_arguments():
         rk.callbacks.BestRobustCheckpoint("weights.bin")
 
 
+def test_non_trainable_attacks_are_refused():
+    base = rk.models.small_cnn((8, 8, 1))
+    # attacks without the training protocol are refused, naming `attack`
+    for attack in (rk.attacks.AutoAttack(eps=0.1), rk.attacks.Transfer(base, rk.attacks.FGSM())):
+        assert not attack.trainable
+        with pytest.raises(ValueError, match="`attack` must implement the training protocol"):
+            rk.RobustModel(base, attack=attack)
+
+    class NoRadius(rk.attacks.PGD):
+        eps = None
+
+        def __init__(self):
+            pass
+
+    with pytest.raises(ValueError, match="`attack` must have a radius"):
+        rk.RobustModel(base, attack=NoRadius())
+
+
+def test_training_uses_public_keras_only():
+    import inspect
+
+    from robustkit import training
+
+    source = inspect.getsource(training)
+    assert "keras.src" not in source and "_compile_metrics" not in source
+
+
 _MIRRORED_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
@@ -219,7 +312,9 @@ _MIRRORED_SCRIPT = textwrap.dedent(
                                        attack=rk.attacks.PGD(eps=0.1, steps=3, random_start=False))
                 model.compile(optimizer=keras.optimizers.SGD(0.05), metrics=["accuracy"])
             hist = model.fit(x, y, epochs=2, batch_size=64, shuffle=False, verbose=0)
-            out[defense + "/" + name] = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+            out[defense + "/" + name] = {
+                k: [float(v) for v in vals] for k, vals in hist.history.items()
+            }
     print("RESULT" + json.dumps(out))
     """
 )
@@ -234,7 +329,7 @@ def test_mirrored_strategy_logs_match_single_device(tmp_path):
         [sys.executable, str(script), *defenses], capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
+    line = next(row for row in proc.stdout.splitlines() if row.startswith("RESULT"))
     res = json.loads(line[len("RESULT") :])
     for defense in defenses:
         one, mirrored = res[defense + "/one"], res[defense + "/mirrored"]

@@ -23,6 +23,7 @@ without it, ``--report``/``--plot`` use the single ``--attack``.
 
 import os
 
+from robustkit import threat as threat_lib
 from robustkit.evaluation.suites import SUITE_NORMS, SUITES
 
 
@@ -106,12 +107,10 @@ def suite_eps(args, meta, default_eps_table):
     explicit = args.eps is not None and args.eps != threat.get("eps")
     if norm == args.norm or explicit:
         return norm, float(args.eps)
-    from robustkit.evaluation.suites import default_eps
-
     eps = default_eps_table.get((args.dataset, norm))
-    return norm, float(
-        eps if eps is not None else default_eps(norm, meta.get("input_shape"), args.dataset)
-    )
+    if eps is None:
+        eps = threat_lib.default_eps(norm, args.dataset, meta.get("input_shape"))
+    return norm, float(eps)
 
 
 def run_suite(args, meta, model, x, y, attack=None, default_eps_table=None):

@@ -15,236 +15,26 @@ True
 
 Protocol (NAMID paper, Zhou et al., ICML 2022, §5 and SPEC §4): each attack runs
 on the examples the model classifies correctly; an example is robust under an
-attack when its adversarial example is still classified correctly, and robust
-under the suite (the "Worst case" column) only if it survives every attack.
+attack when its adversarial example is still classified correctly (or lies outside
+the attack's eps-ball), and robust under the suite (the "Worst case" column) only if
+it survives every attack. The numbers come from :func:`robustkit.evaluation.measure`,
+the one evaluator.
 """
 
-import os
-import time
-
-import keras
-import numpy as np
 import tensorflow as tf
 
-from robustkit._validation import check_images, check_int, check_labels, check_positive
-from robustkit.attacks.base import as_logits_fn
+from robustkit import _log
+from robustkit import threat as threat_lib
+from robustkit._validation import check_int, check_labels, check_positive
+from robustkit.data import as_arrays
+from robustkit.evaluation import masking
 from robustkit.evaluation import suites as suites_lib
-from robustkit.evaluation.report import AttackResult, Report
+from robustkit.evaluation._measure import measure, metadata_value, resolve_model
+from robustkit.evaluation.report import Report
+from robustkit.models.adapter import as_logits_fn
 
 #: robustkit.json keys that hold the threat model (searched top level and one level down)
 _META_KEYS = ("eps", "norm", "dataset")
-
-
-# ------------------------------------------------------------------- models
-def load_model(path):
-    """Loads a robustkit export: ``(model, metadata)``.
-
-    ``path`` must be a SavedModel folder written by ``robustkit.export`` (it holds
-    ``saved_model.pb`` and ``robustkit.json``); anything else raises a
-    ``ValueError`` naming ``model_or_path``.
-
-    Example:
-
-    >>> load_model("/nonexistent")  # doctest: +IGNORE_EXCEPTION_DETAIL
-    Traceback (most recent call last):
-    ValueError: `model_or_path` ...
-    """
-    from robustkit.export import read_metadata
-
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise ValueError(
-            f"`model_or_path` {path!r} is not a folder; expected a robustkit export "
-            "(a SavedModel folder with robustkit.json) or a model."
-        )
-    try:
-        metadata = read_metadata(path)
-    except ValueError as e:
-        raise ValueError(f"`model_or_path`: {e}") from None
-    return tf.saved_model.load(path), metadata
-
-
-def resolve_model(model_or_path, argname="model_or_path"):
-    """``(model, metadata, name)`` for a path, a RobustModel, a Keras model or a callable."""
-    if isinstance(model_or_path, (str, os.PathLike)):
-        model, meta = load_model(model_or_path)
-        return model, meta, os.path.basename(os.path.normpath(os.fspath(model_or_path)))
-    base = getattr(model_or_path, "base_model", None)
-    if isinstance(model_or_path, keras.Model) and isinstance(base, keras.Model):
-        return base, {}, getattr(model_or_path, "name", None) or base.name
-    if isinstance(model_or_path, keras.layers.Layer):
-        return model_or_path, {}, model_or_path.name
-    if callable(model_or_path) or hasattr(model_or_path, "serve"):
-        name = getattr(model_or_path, "name", None) or getattr(model_or_path, "__name__", None)
-        return model_or_path, {}, name if isinstance(name, str) else type(model_or_path).__name__
-    raise ValueError(
-        f"`{argname}` must be a Keras model, a RobustModel, a callable returning logits "
-        f"or the path of a robustkit export; got {type(model_or_path).__name__}."
-    )
-
-
-def metadata_value(metadata, key):
-    """``metadata[key]``, else ``metadata["threat_model"][key]``, else the first
-    ``metadata[...][key]`` one level down, else None."""
-    if metadata.get(key) is not None:
-        return metadata[key]
-    threat = metadata.get("threat_model")
-    if isinstance(threat, dict) and threat.get(key) is not None:
-        return threat[key]
-    for value in metadata.values():
-        if isinstance(value, dict) and key in value:
-            return value[key]
-    return None
-
-
-# --------------------------------------------------------------------- data
-def collect_data(data, n=None, argname="data"):
-    """``(x, y)`` numpy arrays from ``(x, y)`` or a ``tf.data`` dataset of batches
-    (the first ``n`` examples when ``n`` is given); validated."""
-    if isinstance(data, tf.data.Dataset):
-        xs, ys, count = [], [], 0
-        for element in data:
-            if not isinstance(element, (tuple, list)) or len(element) < 2:
-                raise ValueError(
-                    f"`{argname}` must yield (x, y) batches; got {type(element).__name__}."
-                )
-            xb, yb = np.asarray(element[0]), np.asarray(element[1])
-            if xb.ndim == 3:  # an unbatched dataset
-                xb, yb = xb[None], yb[None]
-            xs.append(xb)
-            ys.append(yb)
-            count += len(xb)
-            if n is not None and count >= n:
-                break
-        if not xs:
-            raise ValueError(f"`{argname}` is an empty dataset.")
-        x, y = np.concatenate(xs), np.concatenate(ys)
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = np.asarray(data[0]), np.asarray(data[1])
-    else:
-        raise ValueError(
-            f"`{argname}` must be (x, y) arrays or a tf.data.Dataset of (x, y) batches; "
-            f"got {type(data).__name__}."
-        )
-    if y.ndim == 2 and y.shape[1] > 1:
-        raise ValueError(
-            f"`{argname}` labels must be integer class ids, not one-hot (shape {y.shape})."
-        )
-    check_images(x, argname)
-    check_labels(y, n=len(x), name=f"{argname} labels")
-    if len(x) == 0:
-        raise ValueError(f"`{argname}` holds no examples.")
-    if n is not None:
-        x, y = x[:n], y[:n]
-    return x.astype("float32", copy=False), y.astype("int64", copy=False)
-
-
-def predict_logits(fn, x, batch_size):
-    """Logits of ``fn`` on numpy ``x``, in batches, as numpy."""
-    out = [
-        fn(tf.convert_to_tensor(x[s : s + batch_size])).numpy()
-        for s in range(0, len(x), batch_size)
-    ]
-    return np.concatenate(out) if out else np.zeros((0, 0), "float32")
-
-
-def _norms(delta, norm):
-    flat = delta.reshape(len(delta), -1)
-    return (
-        np.abs(flat).max(axis=1)
-        if norm == "linf"
-        else np.sqrt((flat.astype("float64") ** 2).sum(axis=1))
-    )
-
-
-def robust_mask(
-    attack,
-    model,
-    fn,
-    x,
-    y,
-    correct,
-    batch_size=500,
-    default_eps=None,
-    default_norm=None,
-    label=None,
-    verbose=0,
-):
-    """Per-example robustness under ``attack`` and its :class:`AttackResult`.
-
-    The attack runs on the ``correct`` examples only, ``batch_size`` at a time (one
-    progress-bar step per batch when ``verbose``). An output outside the attack's
-    own eps-ball (norm and eps read from the attack; for a minimal-norm attack
-    without eps, the report's) is not a valid adversarial example and counts as
-    robust; how many there were is recorded in ``outside_ball``.
-    """
-    label = label or suites_lib.attack_name(attack)
-    idx = np.flatnonzero(correct)
-    robust = np.zeros(len(x), bool)
-    norm, eps = suites_lib.threat_of(attack)
-    if norm is not None and eps is None and norm == default_norm:
-        eps = default_eps
-    outside = 0
-    bar = None
-    if verbose:
-        print(f"{label}: {len(idx)} examples")
-        bar = keras.utils.Progbar(len(idx), unit_name="example")
-    start = time.perf_counter()
-    for s in range(0, len(idx), batch_size):
-        b = idx[s : s + batch_size]
-        x_adv = attack(model, x[b], y[b])
-        x_adv = x_adv.numpy() if tf.is_tensor(x_adv) else np.asarray(x_adv)
-        if x_adv.shape != x[b].shape:
-            raise ValueError(
-                f"attack {label!r} returned shape {x_adv.shape} for inputs of shape {x[b].shape}."
-            )
-        ok = np.argmax(predict_logits(fn, x_adv, batch_size), axis=-1) == y[b]
-        if norm is not None and eps is not None:
-            out = _norms(x_adv - x[b], norm) > float(eps) * (1 + 1e-4) + 1e-6
-            outside += int(out.sum())
-            ok |= out
-        robust[b] = ok
-        if bar is not None:
-            bar.add(len(b))
-    seconds = time.perf_counter() - start
-    result = AttackResult(
-        name=label,
-        accuracy=float(robust.mean()),
-        examples=int(len(idx)),
-        seconds=round(seconds, 3),
-        config=repr(attack),
-        black_box=suites_lib.is_black_box(attack),
-        outside_ball=outside,
-    )
-    return robust, result
-
-
-def robust_at_radius(attack, model, x, y, correct, eps, batch_size=500, cache=None):
-    """Per-example robustness under ``attack.perturb`` run at radius ``eps``.
-
-    The radius is an input of one compiled function (kept in ``cache``, a dict),
-    so sweeping eps with one PGD/FGSM object traces once; the step size scales
-    with eps. Only the ``correct`` examples are attacked.
-    """
-    fn = as_logits_fn(model)
-    cache = {} if cache is None else cache
-    compiled = cache.get("fn")
-    if compiled is None:
-        compiled = cache["fn"] = tf.function(
-            lambda xb, yb, e: attack.perturb(fn, xb, yb, eps=e),
-            input_signature=[
-                tf.TensorSpec([None, *x.shape[1:]], tf.float32),
-                tf.TensorSpec([None], tf.int64),
-                tf.TensorSpec([], tf.float32),
-            ],
-        )
-    idx = np.flatnonzero(correct)
-    robust = np.zeros(len(x), bool)
-    for s in range(0, len(idx), batch_size):
-        b = idx[s : s + batch_size]
-        x_adv = compiled(tf.constant(x[b]), tf.constant(y[b]), tf.constant(eps, tf.float32)).numpy()
-        robust[b] = np.argmax(predict_logits(fn, x_adv, batch_size), axis=-1) == y[b]
-    return robust
 
 
 # ----------------------------------------------------------------- evaluate
@@ -285,7 +75,7 @@ def _suite_norm(suite, metadata):
     if len(norms) == 1:
         return norms.pop()
     meta_norm = metadata_value(metadata, "norm")
-    return meta_norm if meta_norm in ("linf", "l2") else "linf"
+    return meta_norm if meta_norm in threat_lib.NORMS else "linf"
 
 
 def _suite_eps(suite, norm):
@@ -333,8 +123,9 @@ def evaluate(
             of attack objects (called ``attack(model, x, y)``), or a dict
             ``{column name: attack}``.
         eps: radius. Default: the export's ``eps`` (when its norm matches), else a
-            common ``eps`` of the given attacks, else the paper's value for the data
-            (MNIST 0.3 L-inf / 2.0 L2; otherwise 8/255 / 0.5).
+            common ``eps`` of the given attacks, else the customary value for the data
+            (:func:`robustkit.threat.default_eps`: MNIST 0.3 L-inf / 2.0 L2; digits 0.1 /
+            0.5; otherwise 8/255 / 0.5).
         n: evaluate the first ``n`` examples only (default: all).
         surrogate: model or export path for ``"blackbox"``; with another suite it
             adds a transfer attack to the black-box-vs-white-box masking check.
@@ -360,9 +151,7 @@ def evaluate(
     batch_size = check_int(batch_size, "batch_size")
     check_examples = check_int(check_examples, "check_examples")
     if checks is not False and checks is not None:
-        from robustkit.evaluation.masking import select_checks
-
-        checks = select_checks(checks)
+        checks = masking.select_checks(checks)
     if isinstance(suite, str):
         suite = suite.lower()
         if suite not in suites_lib.SUITES:
@@ -384,7 +173,7 @@ def evaluate(
     model, metadata, default_name = resolve_model(model_or_path)
     if surrogate is not None:
         surrogate = resolve_model(surrogate, "surrogate")[0]
-    x, y = collect_data(data, n)
+    x, y = as_arrays(data, n)
     fn = as_logits_fn(model)
     probe = fn(tf.convert_to_tensor(x[:1]))
     if probe.shape.rank != 2:
@@ -398,35 +187,19 @@ def evaluate(
         if meta_eps is not None and (meta_norm is None or str(meta_norm).lower() == norm):
             eps = check_positive(meta_eps, "eps (from robustkit.json)")
         else:
-            eps = _suite_eps(suite, norm) or suites_lib.default_eps(norm, x.shape[1:], dataset)
+            eps = _suite_eps(suite, norm) or threat_lib.default_eps(norm, dataset, x.shape[1:])
     attacks = _named_attacks(suite, eps, surrogate, batch_size, seed)
 
-    # ---- clean accuracy, then every attack on the clean-correct examples
-    start = time.perf_counter()
-    correct = np.argmax(predict_logits(fn, x, batch_size), axis=-1) == y
-    clean_seconds = time.perf_counter() - start
-    if verbose:
-        print(f"clean: {100 * correct.mean():.2f} % of {len(x)}")
-    worst = correct.copy()
-    results, masks = [], {}
-    for label, attack in attacks.items():
-        mask, result = robust_mask(
-            attack, model, fn, x, y, correct, batch_size, eps, norm, label=label, verbose=verbose
-        )
-        if verbose:
-            print(f"{label}: {100 * result.accuracy:.2f} % ({result.seconds:.1f} s)")
-        worst &= mask
-        masks[label] = mask
-        results.append(result)
-
+    # ---- clean accuracy, then every attack on the clean-correct examples (one evaluator)
+    found = measure(
+        model, (x, y), attacks, batch_size=batch_size, eps=eps, norm=norm, verbose=verbose
+    )
     report_checks = None
     if checks:
-        from robustkit.evaluation.masking import run_checks
-
         # Black-box results are compared with white-box PGD-40 only in the same
         # threat model (a transferred FWA example lives in a Wasserstein ball).
         black_box, other = {}, []
-        for result, attack in zip(results, attacks.values()):
+        for result, attack in zip(found.results, attacks.values()):
             if not (result.black_box or suite == "blackbox"):
                 continue
             a_norm, a_eps = suites_lib.threat_of(attack)
@@ -436,15 +209,15 @@ def evaluate(
                 and abs(float(a_eps) - eps) <= 1e-6 * max(1.0, eps)
             )
             if same:
-                black_box[result.name] = masks[result.name]
+                black_box[result.name] = found.masks[result.name]
             else:
                 other.append(result.name)
-        report_checks = run_checks(
+        report_checks = masking.run_checks(
             model,
             fn,
             x,
             y,
-            correct,
+            found.correct,
             norm=norm,
             eps=eps,
             surrogate=surrogate,
@@ -455,15 +228,14 @@ def evaluate(
             checks=checks,
             black_box_other=other,
         )
-        if verbose:
-            flags = [c.name for c in report_checks if c.flagged]
-            print("gradient-masking flags: " + (", ".join(flags) if flags else "none"))
+        flags = [c.name for c in report_checks if c.flagged]
+        _log.info("gradient-masking flags: " + (", ".join(flags) if flags else "none"), verbose)
     return Report(
         name=name or default_name,
         n=len(x),
-        clean_accuracy=float(correct.mean()),
-        attacks=results,
-        worst_case=float(worst.mean()),
+        clean_accuracy=found.clean_accuracy,
+        attacks=found.results,
+        worst_case=found.robust_accuracy,
         checks=report_checks,
         norm=norm,
         eps=eps,
@@ -471,7 +243,7 @@ def evaluate(
         dataset=dataset,
         black_box=suite == "blackbox",
         metadata={
-            "clean_seconds": round(clean_seconds, 3),
+            "clean_seconds": found.clean_seconds,
             "export": {k: metadata_value(metadata, k) for k in _META_KEYS} if metadata else {},
         },
     )

@@ -7,8 +7,9 @@ robustness"), five checks run on the first ``n`` (default 100) examples:
 
 1. ``more steps not weaker``: accuracy under FGSM >= PGD-10 >= PGD-40 (same eps),
    up to ``max(2 %, 2 examples)``;
-2. ``large eps reaches ~0 %``: PGD-40 with an unbounded radius (L-inf 1.0, L2 the
-   diagonal of the image box) leaves <= 5 % accuracy;
+2. ``large eps reaches ~0 %``: PGD-40 with an unbounded radius (one whose ball covers
+   the image box: :meth:`robustkit.threat.ThreatModel.unbounded_eps`, e.g. L-inf 1.0,
+   L2 the box's diagonal) leaves <= 5 % accuracy;
 3. ``black-box not stronger``: black-box attacks (transfer from a surrogate,
    Square, the ``"blackbox"`` suite) leave no lower accuracy than white-box PGD-40;
 4. ``input gradients non-zero and finite``: the margin loss has a non-zero, finite
@@ -32,9 +33,20 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from robustkit import losses
+from robustkit import threat as threat_lib
 from robustkit._validation import check_choice, check_int, check_positive
-from robustkit.attacks.base import as_logits_fn, attack_loss
+from robustkit.attacks import FGSM, PGD
+from robustkit.data import as_arrays
+from robustkit.evaluation._measure import (
+    metadata_value,
+    predict_logits,
+    resolve_model,
+    robust_at_radius,
+    robust_mask,
+)
 from robustkit.evaluation.report import Check
+from robustkit.models.adapter import as_logits_fn
 
 #: accuracy allowed under an unbounded attack before check 2 fires
 LARGE_EPS_MAX_ACCURACY = 0.05
@@ -68,8 +80,6 @@ class EOT:
 
 
 def _accuracy(attack, model, fn, x, y, correct, batch_size):
-    from robustkit.evaluation.core import robust_mask
-
     return float(robust_mask(attack, model, fn, x, y, correct, batch_size)[0].mean())
 
 
@@ -78,8 +88,6 @@ def _tol(m):
 
 
 def _pgd(eps, steps, norm, seed):
-    from robustkit.attacks import PGD
-
     # tf.while_loop: the trace does not grow with the step count; early stop: a
     # fooled example costs nothing more (the accuracy is the same).
     return PGD(eps=eps, steps=steps, norm=norm, seed=seed, loop="while", early_stop=True)
@@ -118,8 +126,6 @@ def steps_check(accuracies, m):
 
 
 def _check_steps(model, fn, x, y, correct, norm, eps, batch_size, seed, pgd40):
-    from robustkit.attacks import FGSM
-
     accs = {
         "FGSM" if norm == "linf" else "FGM": _accuracy(
             FGSM(eps=eps, norm=norm), model, fn, x, y, correct, batch_size
@@ -130,8 +136,8 @@ def _check_steps(model, fn, x, y, correct, norm, eps, batch_size, seed, pgd40):
     return steps_check(accs, len(x)), accs
 
 
-def _check_large_eps(x, norm, pgd40):
-    big = 1.0 if norm == "linf" else math.sqrt(float(np.prod(x.shape[1:])))
+def _check_large_eps(x, threat, pgd40):
+    big = threat.unbounded_eps(x.shape[1:])
     acc = pgd40(big)
     flagged = acc > LARGE_EPS_MAX_ACCURACY
     msg = f"PGD-40 at eps {big:g} (the whole image box) leaves {100 * acc:.1f} % accuracy" + (
@@ -184,7 +190,7 @@ def _check_gradients(fn, x, y, batch_size):
         xb = tf.convert_to_tensor(x[s : s + batch_size])
         with tf.GradientTape() as tape:
             tape.watch(xb)
-            loss = tf.reduce_sum(attack_loss("margin", fn(xb), y[s : s + batch_size]))
+            loss = tf.reduce_sum(losses.margin(fn(xb), y[s : s + batch_size]))
         g = tape.gradient(loss, xb, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         flat = tf.reshape(g, [tf.shape(g)[0], -1]).numpy()
         bad = ~np.isfinite(flat).all(axis=1)
@@ -213,8 +219,6 @@ def _check_gradients(fn, x, y, batch_size):
 
 
 def _check_stochastic(fn, x, batch_size):
-    from robustkit.evaluation.core import predict_logits
-
     a, b = predict_logits(fn, x, batch_size), predict_logits(fn, x, batch_size)
     diff = float(np.max(np.abs(a - b))) if a.size else 0.0
     scale = max(1.0, float(np.max(np.abs(a))) if a.size else 1.0)
@@ -275,8 +279,6 @@ def run_checks(
     ``black_box_other`` names black-box attacks of another threat model (not
     compared); ``surrogate`` adds a transfer PGD-40.
     """
-    from robustkit.evaluation.core import predict_logits, robust_at_radius
-
     m = min(int(n), len(x))
     xs, ys, cs = x[:m], y[:m], correct[:m]
     # One PGD-40 (a single trace) serves the suite radius and the unbounded one.
@@ -293,7 +295,7 @@ def run_checks(
         out.append(steps)
         white = accs["PGD-40"]
     if "large_eps" in checks:
-        out.append(_check_large_eps(xs, norm, pgd40))
+        out.append(_check_large_eps(xs, attack40.threat, pgd40))
     if "black_box" in checks:
         black = {k: float(v[:m].mean()) for k, v in (black_box_masks or {}).items()}
         if surrogate is not None and not black_box_masks:
@@ -322,27 +324,25 @@ def check_gradient_masking(
     Args:
         model: Keras model, RobustModel, callable returning logits or export path.
         data: ``(x, y)`` or a ``tf.data`` dataset of batches.
-        norm, eps: the threat model (``eps`` default: the paper's for the data).
+        norm, eps: the threat model (``"linf"``, ``"l2"`` or ``"l1"``; ``eps`` default:
+            :func:`robustkit.threat.default_eps` for the data).
         n: examples to check (the first ``n``).
         surrogate: optional model for the transfer (black-box) check.
         checks: ``True`` (all) or a list of keys from :data:`CHECKS`.
     """
-    from robustkit.evaluation import core
-    from robustkit.evaluation.suites import default_eps
-
-    norm = check_choice(norm, {"linf", "l2"}, "norm")
+    norm = check_choice(norm, set(threat_lib.NORMS), "norm")
     selected = select_checks(checks)
     if eps is not None:
         eps = check_positive(eps, "eps")
     n = check_int(n, "n")
-    model, metadata, _ = core.resolve_model(model, "model")
+    model, metadata, _ = resolve_model(model, "model")
     if surrogate is not None:
-        surrogate = core.resolve_model(surrogate, "surrogate")[0]
-    x, y = core.collect_data(data, n)
+        surrogate = resolve_model(surrogate, "surrogate")[0]
+    x, y = as_arrays(data, n)
     fn = as_logits_fn(model)
     if eps is None:
-        eps = default_eps(norm, x.shape[1:], core.metadata_value(metadata, "dataset"))
-    correct = np.argmax(core.predict_logits(fn, x, batch_size), axis=-1) == y
+        eps = threat_lib.default_eps(norm, metadata_value(metadata, "dataset"), x.shape[1:])
+    correct = np.argmax(predict_logits(fn, x, batch_size), axis=-1) == y
     return run_checks(
         model,
         fn,

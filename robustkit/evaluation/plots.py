@@ -18,10 +18,18 @@ import os
 
 import numpy as np
 
+from robustkit import threat as threat_lib
 from robustkit._validation import check_choice, check_int, check_labels
-from robustkit.attacks.base import as_logits_fn
-from robustkit.evaluation import core
+from robustkit.attacks import FGSM, PGD
+from robustkit.data import as_arrays
+from robustkit.evaluation._measure import (
+    predict_logits,
+    resolve_model,
+    robust_at_radius,
+    robust_mask,
+)
 from robustkit.evaluation.suites import attack_name
+from robustkit.models.adapter import as_logits_fn
 
 
 def _figure(**kwargs):
@@ -50,12 +58,10 @@ def _sweep(attack, eps_values, norm, steps, seed):
     single compiled function (one trace for every eps; the step scales with eps)."""
     if callable(attack):
         return {eps: attack(eps) for eps in eps_values}, None
-    from robustkit import attacks
-
     top = max(eps_values)
     if attack == "fgsm":
-        return None, attacks.FGSM(eps=top, norm=norm)
-    return None, attacks.PGD(eps=top, steps=steps, norm=norm, seed=seed, early_stop=True)
+        return None, FGSM(eps=top, norm=norm)
+    return None, PGD(eps=top, steps=steps, norm=norm, seed=seed, early_stop=True)
 
 
 def robustness_curve(
@@ -66,7 +72,7 @@ def robustness_curve(
     ``attack`` is ``"pgd"`` (PGD-``steps``, step eps/4), ``"fgsm"``, or a function
     ``eps -> attack object``. eps 0 gives the clean accuracy.
     """
-    norm = check_choice(norm, {"linf", "l2"}, "norm")
+    norm = check_choice(norm, set(threat_lib.NORMS), "norm")
     steps = check_int(steps, "steps")
     try:
         eps_values = [float(e) for e in eps_values]
@@ -87,10 +93,10 @@ def robustness_curve(
             "`attack` must be 'pgd', 'fgsm' or a function eps -> attack, not an "
             "attack object (its eps is fixed)."
         )
-    model, _, name = core.resolve_model(model, "model")
-    x, y = core.collect_data(data, n)
+    model, _, name = resolve_model(model, "model")
+    x, y = as_arrays(data, n)
     fn = as_logits_fn(model)
-    correct = np.argmax(core.predict_logits(fn, x, batch_size), axis=-1) == y
+    correct = np.argmax(predict_logits(fn, x, batch_size), axis=-1) == y
     per_eps, shared = _sweep(attack, [e for e in eps_values if e > 0] or [1.0], norm, steps, seed)
     accs, label, cache = [], attack_name(shared) if shared is not None else None, {}
     for eps in eps_values:
@@ -98,18 +104,12 @@ def robustness_curve(
             accs.append(float(correct.mean()))
         elif shared is not None:
             accs.append(
-                float(
-                    core.robust_at_radius(
-                        shared, model, x, y, correct, eps, batch_size, cache
-                    ).mean()
-                )
+                float(robust_at_radius(shared, model, x, y, correct, eps, batch_size, cache).mean())
             )
         else:
             label = label or attack_name(per_eps[eps])
             accs.append(
-                float(
-                    core.robust_mask(per_eps[eps], model, fn, x, y, correct, batch_size)[0].mean()
-                )
+                float(robust_mask(per_eps[eps], model, fn, x, y, correct, batch_size)[0].mean())
             )
     return {
         "eps": eps_values,
@@ -142,7 +142,7 @@ def plot_robustness_curve(
         data: ``(x, y)`` or a ``tf.data`` dataset of batches.
         eps_values: radii to evaluate (0 is the clean accuracy).
         attack: ``"pgd"`` (PGD-40, step eps/4), ``"fgsm"`` or a function ``eps -> attack``.
-        norm: ``"linf"`` or ``"l2"``.
+        norm: ``"linf"``, ``"l2"`` or ``"l1"``.
         path: output PNG.
 
     Returns:
@@ -158,7 +158,7 @@ def plot_robustness_curve(
     for label, curve in curves.items():
         ax.plot(curve["eps"], [100 * a for a in curve["accuracy"]], marker="o", label=str(label))
     first = next(iter(curves.values()))
-    ax.set_xlabel(f"eps ({'L∞' if norm == 'linf' else 'L2'})")
+    ax.set_xlabel(f"eps ({threat_lib.label(norm)})")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.grid(True, alpha=0.3)
@@ -185,8 +185,8 @@ def plot_examples(
         ``{"x_adv": array, "clean_pred": array, "adv_pred": array, "path": path}``.
     """
     n = check_int(n, "n")
-    model, _, _ = core.resolve_model(model, "model")
-    x, y = core.collect_data((x, y), n, argname="x")
+    model, _, _ = resolve_model(model, "model")
+    x, y = as_arrays((x, y), n, argname="x")
     fn = as_logits_fn(model)
     check_labels(y, n=len(x), num_classes=int(fn(x[:1]).shape[-1]), name="y")
     if not callable(attack):
@@ -195,8 +195,8 @@ def plot_examples(
         )
     x_adv = attack(model, x, y)
     x_adv = np.asarray(x_adv.numpy() if hasattr(x_adv, "numpy") else x_adv)
-    clean_pred = np.argmax(core.predict_logits(fn, x, batch_size), axis=-1)
-    adv_pred = np.argmax(core.predict_logits(fn, x_adv, batch_size), axis=-1)
+    clean_pred = np.argmax(predict_logits(fn, x, batch_size), axis=-1)
+    adv_pred = np.argmax(predict_logits(fn, x_adv, batch_size), axis=-1)
 
     def label(k):
         return str(class_names[k]) if class_names is not None else str(int(k))

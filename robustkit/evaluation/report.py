@@ -25,7 +25,12 @@ import json
 import math
 import os
 
-_NORM_LABELS = {"linf": "L∞", "l2": "L2"}
+from robustkit import threat as threat_lib
+
+
+def _norm_label(norm):
+    """``"L∞"``, ``"L2"``, ``"L1"`` (:func:`robustkit.threat.label`); other values as given."""
+    return threat_lib.label(norm) if norm in threat_lib.NORMS else (norm or "")
 
 
 @dataclasses.dataclass
@@ -210,7 +215,7 @@ class Report:
     # ------------------------------------------------------------ markdown
     def group_label(self):
         """``"L∞"``, ``"L2"`` or ``"Black-box L∞"``: the heading of this report's columns."""
-        label = _NORM_LABELS.get(self.norm, self.norm or "")
+        label = _norm_label(self.norm)
         return f"Black-box {label}".strip() if self.black_box else label
 
     def to_markdown(self, title="Defense", details=True, worst_case=True, digits=2):

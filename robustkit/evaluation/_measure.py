@@ -1,0 +1,322 @@
+"""The one evaluator: clean and robust accuracy of a model under attacks.
+
+Every accuracy robustkit reports comes from :func:`measure`: the report of
+:func:`robustkit.evaluate`, the ``val_robust_accuracy`` logged by
+:class:`robustkit.callbacks.RobustEvaluation` (and read by ``BestRobustCheckpoint``), the
+numbers ``robustkit train`` / ``robustkit evaluate`` print and write into ``robustkit.json``.
+
+The rule (the AutoAttack convention, NAMID paper §5): each attack runs on the examples the
+model classifies correctly; an example is robust under an attack when it is correct clean and
+the attack's output is still classified correctly **or** lies outside the attack's own
+eps-ball (not a valid adversarial example; counted in ``outside_ball``). The ball is the
+attack's threat model (:mod:`robustkit.threat`): its ``threat``, or its ``norm`` and ``eps``;
+a minimal-norm attack without ``eps`` is held to the report's radius when the norms match;
+an attack without a norm (FWA's Wasserstein ball, a plain function) is not checked. Robust
+under several attacks means robust under each (the per-example worst case).
+
+Example:
+
+>>> import numpy as np, keras, robustkit as rk
+>>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+...                           keras.layers.Dense(10)])
+>>> x = np.random.default_rng(0).uniform(size=(20, 8, 8, 1)).astype("float32")
+>>> m = rk.evaluation.measure(model, (x, np.arange(20) % 10), rk.attacks.FGSM(eps=0.1))
+>>> m.robust_accuracy <= m.clean_accuracy, m.n, m.outside_ball
+(True, 20, 0)
+"""
+
+import dataclasses
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from robustkit import _log
+from robustkit import threat as threat_lib
+from robustkit._validation import check_int, check_labels
+from robustkit.data import as_arrays
+from robustkit.evaluation.report import AttackResult
+from robustkit.evaluation.suites import attack_name, is_black_box, threat_of, wrapped
+from robustkit.export import load_exported
+from robustkit.models.adapter import as_logits_fn
+
+
+# ------------------------------------------------------------------- models
+def resolve_model(model_or_path, argname="model_or_path"):
+    """``(model, metadata, name)`` for an export path, a RobustModel (its ``base_model``), a
+    Keras model or layer, or a callable returning logits; ``ValueError`` naming ``argname``.
+
+    Example:
+
+    >>> resolve_model("/nonexistent")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    ValueError: `model_or_path` ...
+    """
+    if isinstance(model_or_path, (str, os.PathLike)):
+        path = os.fspath(model_or_path)
+        if not os.path.isdir(path):
+            raise ValueError(
+                f"`{argname}` {path!r} is not a folder; expected a robustkit export "
+                "(a SavedModel folder with robustkit.json) or a model."
+            )
+        try:
+            model, metadata = load_exported(path)
+        except ValueError as e:
+            raise ValueError(f"`{argname}`: {e}") from None
+        return model, metadata, os.path.basename(os.path.normpath(path))
+    base = getattr(model_or_path, "base_model", None)
+    if isinstance(model_or_path, keras.Model) and isinstance(base, keras.Model):
+        return base, {}, getattr(model_or_path, "name", None) or base.name
+    if isinstance(model_or_path, keras.layers.Layer):
+        return model_or_path, {}, model_or_path.name
+    if callable(model_or_path) or hasattr(model_or_path, "serve"):
+        name = getattr(model_or_path, "name", None) or getattr(model_or_path, "__name__", None)
+        return model_or_path, {}, name if isinstance(name, str) else type(model_or_path).__name__
+    raise ValueError(
+        f"`{argname}` must be a Keras model, a RobustModel, a callable returning logits "
+        f"or the path of a robustkit export; got {type(model_or_path).__name__}."
+    )
+
+
+def metadata_value(metadata, key):
+    """``metadata[key]``, else ``metadata["threat_model"][key]``, else the first
+    ``metadata[...][key]`` one level down, else None.
+
+    Example:
+
+    >>> metadata_value({"threat_model": {"norm": "l2", "eps": 0.5}}, "eps")
+    0.5
+    """
+    if metadata.get(key) is not None:
+        return metadata[key]
+    threat = metadata.get("threat_model")
+    if isinstance(threat, dict) and threat.get(key) is not None:
+        return threat[key]
+    for value in metadata.values():
+        if isinstance(value, dict) and key in value:
+            return value[key]
+    return None
+
+
+def predict_logits(fn, x, batch_size):
+    """Logits of ``fn`` on numpy ``x``, in batches, as numpy."""
+    out = [
+        fn(tf.convert_to_tensor(x[s : s + batch_size])).numpy()
+        for s in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, 0), "float32")
+
+
+# ------------------------------------------------------------- the eps-ball
+def ball_of(attack, default_eps=None, default_norm=None):
+    """The threat model an attack's outputs are checked against, or ``None`` (not checked).
+
+    Example:
+
+    >>> import robustkit as rk
+    >>> ball_of(rk.attacks.PGD(eps=2.0, norm="l1"))
+    L1(eps=2)
+    """
+    norm, eps = threat_of(attack)
+    if norm not in threat_lib.NORMS:  # no Lp ball declared (FWA's Wasserstein ball, ...)
+        return None
+    if eps is None:  # a minimal-norm attack: held to the report's radius
+        if default_eps is None or norm != default_norm:
+            return None
+        eps = default_eps
+    declared = attack
+    while getattr(declared, "norm", None) is None and wrapped(declared) is not None:
+        declared = wrapped(declared)
+    threat = getattr(declared, "threat", None)
+    if isinstance(threat, threat_lib.ThreatModel) and threat.norm == norm:
+        return threat if threat.eps == float(eps) else threat_lib.get(norm, eps, threat.bounds)
+    return threat_lib.get(norm, eps)
+
+
+# ----------------------------------------------------------------- measuring
+def robust_mask(
+    attack,
+    model,
+    fn,
+    x,
+    y,
+    correct,
+    batch_size=500,
+    default_eps=None,
+    default_norm=None,
+    label=None,
+    verbose=0,
+):
+    """Per-example robustness under ``attack`` and its :class:`AttackResult`.
+
+    The attack runs on the ``correct`` examples only, ``batch_size`` at a time (one
+    progress-bar step per batch when ``verbose``). An output outside the attack's ball
+    (:func:`ball_of`) counts as robust; how many there were is ``outside_ball``.
+    """
+    label = label or attack_name(attack)
+    idx = np.flatnonzero(correct)
+    robust = np.zeros(len(x), bool)
+    ball = ball_of(attack, default_eps, default_norm)
+    outside = 0
+    bar = None
+    if verbose:
+        _log.info(f"{label}: {len(idx)} examples", verbose)
+        bar = keras.utils.Progbar(len(idx), unit_name="example")
+    start = time.perf_counter()
+    for s in range(0, len(idx), batch_size):
+        b = idx[s : s + batch_size]
+        x_adv = attack(model, x[b], y[b])
+        x_adv = x_adv.numpy() if tf.is_tensor(x_adv) else np.asarray(x_adv)
+        if x_adv.shape != x[b].shape:
+            raise ValueError(
+                f"attack {label!r} returned shape {x_adv.shape} for inputs of shape {x[b].shape}."
+            )
+        ok = np.argmax(predict_logits(fn, x_adv, batch_size), axis=-1) == y[b]
+        if ball is not None:
+            out = ~ball.contains_np(x_adv, x[b])
+            outside += int(out.sum())
+            ok |= out
+        robust[b] = ok
+        if bar is not None:
+            bar.add(len(b))
+    result = AttackResult(
+        name=label,
+        accuracy=float(robust.mean()),
+        examples=int(len(idx)),
+        seconds=round(time.perf_counter() - start, 3),
+        config=repr(attack),
+        black_box=is_black_box(attack),
+        outside_ball=outside,
+    )
+    return robust, result
+
+
+def robust_at_radius(attack, model, x, y, correct, eps, batch_size=500, cache=None):
+    """Per-example robustness under ``attack.perturb`` run at radius ``eps``.
+
+    The radius is an input of one compiled function (kept in ``cache``, a dict),
+    so sweeping eps with one PGD/FGSM object traces once; the step size scales
+    with eps. Only the ``correct`` examples are attacked; the outputs lie in the
+    ball of radius ``eps`` by construction (the attack projects onto it).
+    """
+    fn = as_logits_fn(model)
+    cache = {} if cache is None else cache
+    compiled = cache.get("fn")
+    if compiled is None:
+        compiled = cache["fn"] = tf.function(
+            lambda xb, yb, e: attack.perturb(fn, xb, yb, eps=e),
+            input_signature=[
+                tf.TensorSpec([None, *x.shape[1:]], tf.float32),
+                tf.TensorSpec([None], tf.int64),
+                tf.TensorSpec([], tf.float32),
+            ],
+        )
+    idx = np.flatnonzero(correct)
+    robust = np.zeros(len(x), bool)
+    for s in range(0, len(idx), batch_size):
+        b = idx[s : s + batch_size]
+        x_adv = compiled(tf.constant(x[b]), tf.constant(y[b]), tf.constant(eps, tf.float32)).numpy()
+        robust[b] = np.argmax(predict_logits(fn, x_adv, batch_size), axis=-1) == y[b]
+    return robust
+
+
+@dataclasses.dataclass
+class Measurement:
+    """What :func:`measure` found: per-example masks and one :class:`AttackResult` per attack.
+
+    ``correct``: classified correctly clean; ``robust``: robust under every attack (the
+    worst case); ``masks``: per attack; ``clean_seconds``: the clean pass's time.
+    """
+
+    correct: np.ndarray
+    robust: np.ndarray
+    masks: dict
+    results: list
+    clean_seconds: float = 0.0
+
+    @property
+    def n(self):
+        """The number of examples."""
+        return int(len(self.correct))
+
+    @property
+    def clean_accuracy(self):
+        return float(self.correct.mean()) if self.n else 0.0
+
+    @property
+    def robust_accuracy(self):
+        """Accuracy under the attacks (per-example worst case over them)."""
+        return float(self.robust.mean()) if self.n else 0.0
+
+    @property
+    def outside_ball(self):
+        """Attack outputs outside their ball (counted robust), summed over the attacks."""
+        return sum(r.outside_ball for r in self.results)
+
+
+def _named(attacks):
+    if isinstance(attacks, dict):
+        items = list(attacks.items())
+    else:
+        items = [(attack_name(attacks), attacks)]
+    for name, attack in items:
+        if not callable(attack):
+            raise ValueError(f"`attack` {name!r} is not an attack (not callable).")
+    return dict(items)
+
+
+def measure(model, data, attack, n=None, batch_size=500, eps=None, norm=None, verbose=0):
+    """Clean and robust accuracy of ``model`` on ``data`` under ``attack``: a :class:`Measurement`.
+
+    Args:
+        model: a Keras model, a ``RobustModel`` (its ``base_model`` is attacked), a callable
+            returning logits, or the path of a robustkit export.
+        data: ``(x, y)`` arrays or a ``tf.data.Dataset`` (see :func:`robustkit.data.as_arrays`).
+        attack: an attack called as ``attack(model, x, y)``, or a dict ``{name: attack}``
+            (robust then means robust under every one).
+        n: use the first ``n`` examples only.
+        batch_size: examples per attack call and per prediction.
+        eps, norm: the radius a minimal-norm attack without ``eps`` is held to (its
+            outputs beyond it are not adversarial examples).
+        verbose: 1 logs a line and shows a progress bar per attack.
+    """
+    batch_size = check_int(batch_size, "batch_size")
+    attacks = _named(attack)
+    model, _, _ = resolve_model(model, "model")
+    x, y = as_arrays(data, n)
+    fn = as_logits_fn(model)
+    start = time.perf_counter()
+    logits = predict_logits(fn, x, batch_size)
+    if logits.ndim != 2:
+        raise ValueError(f"`model` must return logits (batch, classes); got {logits.shape}.")
+    check_labels(y, n=len(x), num_classes=int(logits.shape[-1]), name="data labels")
+    correct = np.argmax(logits, axis=-1) == y
+    clean_seconds = time.perf_counter() - start
+    _log.info(f"clean: {100 * correct.mean():.2f} % of {len(x)}", verbose)
+    worst, masks, results = correct.copy(), {}, []
+    for label, atk in attacks.items():
+        mask, result = robust_mask(
+            atk, model, fn, x, y, correct, batch_size, eps, norm, label=label, verbose=verbose
+        )
+        outside = f", {result.outside_ball} outside the ball" if result.outside_ball else ""
+        _log.info(
+            f"{label}: {100 * result.accuracy:.2f} % ({result.seconds:.1f} s{outside})", verbose
+        )
+        worst &= mask
+        masks[label] = mask
+        results.append(result)
+    return Measurement(correct, worst, masks, results, round(clean_seconds, 3))
+
+
+__all__ = [
+    "Measurement",
+    "ball_of",
+    "measure",
+    "metadata_value",
+    "predict_logits",
+    "resolve_model",
+    "robust_at_radius",
+    "robust_mask",
+]
