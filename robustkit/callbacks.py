@@ -17,7 +17,7 @@ Example:
 True
 
 ``MIMonitor`` (natural and adversarial MI on held-out data, for the NAMID
-defenses) lives in :mod:`robustkit.estimators` and is re-exported here.
+defenses) lives in :mod:`robustkit.namid`; ``rk.callbacks.MIMonitor`` resolves it on first use.
 
 Put :class:`RobustEvaluation` *before* Keras' own ``ModelCheckpoint``,
 ``EarlyStopping``, ``CSVLogger`` or ``TensorBoard`` in the list: it writes
@@ -26,6 +26,7 @@ those callbacks then read like any other metric. Use Keras' own
 ``BackupAndRestore``, ``ModelCheckpoint`` and learning-rate schedules.
 """
 
+import importlib
 import math
 
 import keras
@@ -73,7 +74,8 @@ def clean_and_robust_accuracy(model, x, y, attack, batch_size=500):
     Example:
 
     >>> import keras, numpy as np, robustkit as rk
-    >>> m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    >>> m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+    ...                       keras.layers.Dense(10)])
     >>> x = np.zeros((4, 8, 8, 1), "float32"); y = np.zeros(4, "int64")
     >>> clean, robust = clean_and_robust_accuracy(m, x, y, rk.attacks.FGSM(0.1))
     >>> robust <= clean
@@ -283,3 +285,7 @@ class BestRobustCheckpoint(keras.callbacks.Callback):
                 var.assign(value)
 
 
+def __getattr__(name):
+    if name == "MIMonitor":  # robustkit.namid's callback (the core never imports it)
+        return importlib.import_module("robustkit.namid").MIMonitor
+    raise AttributeError(f"module 'robustkit.callbacks' has no attribute {name!r}")

@@ -8,19 +8,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from robustkit.estimators import (
+from robustkit.estimators import ConcatCritic, SeparableCritic, bounds, estimate_mi
+from robustkit.namid import (
     AdversarialMIEstimator,
-    ConcatCritic,
     MIEstimator,
     NaturalMIEstimator,
-    SeparableCritic,
-    bounds,
-    estimate_mi,
     load_estimators,
+    pack_estimator,
     per_sample_dv,
     save_estimators,
+    unpack_estimator,
 )
-from robustkit.estimators.namid import pack_estimator, unpack_estimator
 
 
 def _close(a, b, tol=1e-5):

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import robustkit as rk
-from robustkit.attacks.minmax import (
+from robustkit.mine import (
     MinMax,
     PenaltyMINE,
     supervised_criterion,
@@ -86,29 +86,27 @@ def test_criteria_on_hand_computed_values():
 def test_tracking_keeps_largest_or_lowest_mi():
     x = tf.zeros([3, 1, 1, 1])
     for maximize, expect in [(True, [2.0, 5.0, 1.0]), (False, [1.0, 5.0, 1.0])]:
-        best = MinMax._init_best(x, maximize)
-        atk = MinMax(hidden=4)
+        tracker = MinMax(hidden=4).tracker(maximize)  # the engine's Tracker.by_score
+        best = tracker.init(x)
         f0 = tf.constant([0.0, 0.0, 0.2])
-        best = atk._track(
+        best = tracker.update(
             best,
             x + 1,
             tf.constant([True, True, False]),
             tf.constant([1.0, 5.0, 1.0]),
             f0,
-            maximize,
         )
-        best = atk._track(
+        best = tracker.update(
             best,
             x + 2,
             tf.constant([True, False, False]),
             tf.constant([2.0, 9.0, 1.0]),
             tf.constant([0.0, 0.3, 0.1]),
-            maximize,
         )
-        np.testing.assert_allclose(best[1], expect)
-        np.testing.assert_array_equal(best[2], [True, True, False])
+        np.testing.assert_allclose(best.score, expect)
+        np.testing.assert_array_equal(best.ok, [True, True, False])
         # a failed iterate never replaces a success; among failures the lower f wins
-        assert float(best[0][1, 0, 0, 0]) == 1.0 and float(best[0][2, 0, 0, 0]) == 2.0
+        assert float(best.x[1, 0, 0, 0]) == 1.0 and float(best.x[2, 0, 0, 0]) == 2.0
 
 
 @pytest.mark.parametrize(
