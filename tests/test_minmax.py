@@ -68,6 +68,31 @@ def test_unsupervised_minmax_keeps_the_reconstruction_loss(digits):
     assert np.abs(x_adv - x)[ok].max() > 0.05
 
 
+def test_engine_loop_modes_give_identical_results(digits, digits_model):
+    """MinMax and PenaltyMINE run their iterations through the engine: a Python-unrolled
+    loop and a chunked tf.while_loop (4 steps per iteration plus a remainder) must do
+    exactly the same steps (same t, same dual and critic updates)."""
+    _, _, x, y = digits
+    x, y = _correct(digits_model, x, y, 6)
+    for cls, kw in ((MinMax, {"steps": 6, "c0": 1.0}), (PenaltyMINE, {"steps": 5, "rounds": 2})):
+        runs = [
+            cls(eps=0.3, loop=loop, seed=0, **kw, **SMALL).run(digits_model, x, y)
+            for loop in ("unrolled", "while")
+        ]
+        for key in ("x_adv", "mi", "success", "f"):
+            np.testing.assert_allclose(runs[0][key], runs[1][key], rtol=1e-5, atol=1e-6)
+
+
+def test_engine_loop_counts_t_from_one():
+    """Algorithm 1's t runs 1..T (t = 1 skips the dual update): the attacks' loop on the
+    engine hands the body t = 1, 2, ..., in order, in every loop mode (5 steps: one
+    while-loop iteration of 4 plus a remainder)."""
+    for loop in ("unrolled", "while", "auto"):
+        atk = MinMax(steps=5, hidden=4, loop=loop)
+        digits_of_t = atk._run(lambda t, s: s * 10.0 + t, tf.constant(0.0), atk.steps)
+        assert float(digits_of_t) == 12345.0
+
+
 def test_criteria_on_hand_computed_values():
     logits = tf.constant([[3.0, 1.0, 2.0], [0.0, 4.0, 1.0]])
     f, ok = supervised_criterion()(None, logits, tf.constant([0, 0]), None)

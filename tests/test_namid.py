@@ -3,6 +3,7 @@ training through RobustModel.fit on digits, serialisation, MIMonitor and the
 cached three-stage pipeline."""
 
 import json
+import logging
 import os
 
 import keras
@@ -148,6 +149,27 @@ def test_stage2_falls_back_to_dv_without_correct_samples(digits):
         model, (x, y), rk.attacks.PGD(eps=EPS, steps=1), features=8, epochs=1, batch_size=32
     )
     assert info["counts"]["C"] == 0 and info["used"] == "all" and info["objective"] == "dv"
+
+
+def test_stage2_reports_epochs_through_the_logger(digits, digits_model, caplog, capsys):
+    """verbose=1 logs one line per epoch on the "robustkit" logger (no print); verbose=0
+    is silent."""
+    x, y = digits[0][:64], digits[1][:64]
+    kwargs = dict(features=8, epochs=2, batch_size=32, milestones=())
+    attack = rk.attacks.PGD(eps=EPS, steps=1, seed=0)
+    with caplog.at_level(logging.INFO, logger="robustkit"):
+        _, info = train_standard_estimator(digits_model, (x, y), attack, verbose=1, **kwargs)
+        lines = [r.getMessage() for r in caplog.records if r.name == "robustkit"]
+        assert [line.split(":")[0] for line in lines] == [
+            "estimators epoch 1/2",
+            "estimators epoch 2/2",
+        ]
+        # the logged figures are the history's (loss, mi) per epoch
+        assert lines[1].split(": ")[1] == " ".join(f"{v:.4f}" for v in info["history"][1])
+        caplog.clear()
+        train_standard_estimator(digits_model, (x, y), attack, verbose=0, **kwargs)
+        assert not [r for r in caplog.records if r.name == "robustkit"]
+    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize(
