@@ -60,9 +60,10 @@ def dv(joint, marginal, exclude=None):
     >>> round(float(dv([1.0, 1.0], [0.0, 0.0])), 4)                # 1 - log 1
     1.0
     >>> t = np.array([[[2.0, 0.0], [0.0, 2.0]]], "float32")        # one example, K = 2
+    >>> # all pairs: 2 - log((2 e^2 + 2) / 4)
     >>> round(float(dv(np.diagonal(t, axis1=1, axis2=2), t.reshape(1, 4))[0]), 4)
     0.5662
-    >>> # 2 - log((2 e^2 + 2) / 4); with the diagonal excluded: 2 - log(mean(1, 1)) = 2
+    >>> # batch negatives (the pairs j == i excluded): 2 - log(mean(e^0, e^0)) = 2
     >>> own = [[True, False, False, True]]
     >>> round(float(dv([[2.0]], [[2.0, 0.0, 0.0, 2.0]], exclude=own)[0]), 4)
     2.0

@@ -33,9 +33,9 @@ class _Registry(dict):
 
     def _complete_once(self):
         if not self._complete:
-            self._complete = True
             for key, cls in _mi_defenses().items():
                 self.setdefault(key, cls)
+            self._complete = True
 
     def __getitem__(self, key):
         self._complete_once()
