@@ -32,7 +32,7 @@ sys.path.insert(0, HERE)
 from minmax_table import correct_test_images, rk, train_cnn  # noqa: E402
 
 from robustkit.attacks.base import as_logits_fn  # noqa: E402
-from robustkit.estimators.per_sample import _adam  # noqa: E402
+from robustkit.mine.optim import adam as _adam  # noqa: E402
 
 
 def measure(model, x, y, n_single, **kwargs):

@@ -30,8 +30,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 import robustkit as rk  # noqa: E402
-from robustkit.estimators import PerSampleMINE  # noqa: E402
-from robustkit.estimators.per_sample import _adam  # noqa: E402
+from robustkit.mine import PerSampleMINE  # noqa: E402
+from robustkit.mine.optim import adam as _adam  # noqa: E402
 
 DATA = os.environ.get(
     "ROBUSTKIT_DATA_DIR", os.path.normpath(os.path.join(REPO, "..", "shared", "data"))

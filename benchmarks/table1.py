@@ -37,8 +37,14 @@ import keras
 import numpy as np
 
 import robustkit as rk
-from robustkit.estimators import train_namid_estimators, train_standard_estimator
-from robustkit.objectives.mi import NAMID, NAMID_M, NAMID_T, WMIM
+from robustkit.namid import (
+    NAMID,
+    NAMID_M,
+    NAMID_T,
+    WMIM,
+    train_namid_estimators,
+    train_standard_estimator,
+)
 
 ROWS = ["Standard", "WMIM", "NAMID", "TRADES", "NAMID_T", "MART", "NAMID_M"]
 PAPER = {  # CIFAR-10, ResNet-18, L-inf: None / PGD-40 / AA (the paper's Table 1)

@@ -261,8 +261,7 @@ def _mi_row(ctx, name):
     """NAMID / WMIM (frozen estimators, ``--features`` wide: 2048 = the paper) vs
     PGD-AT, both through ``RobustModel.fit``: the second column is the PGD-AT
     epoch, not a hand-written loop, and the target is <= 1.3x (issue #3)."""
-    from robustkit.estimators import AdversarialMIEstimator, MIEstimator, NaturalMIEstimator
-    from robustkit.objectives.mi import NAMID, WMIM
+    from robustkit.namid import NAMID, WMIM, AdversarialMIEstimator, MIEstimator, NaturalMIEstimator
 
     shape, k, f = ctx.x.shape[1:], 10, ctx.features
     keras.utils.set_random_seed(ctx.seed)

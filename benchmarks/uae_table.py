@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 import robustkit as rk  # noqa: E402
-from robustkit import uae  # noqa: E402
+from robustkit.mine import uae  # noqa: E402
 
 DATA = os.environ.get(
     "ROBUSTKIT_DATA_DIR", os.path.normpath(os.path.join(REPO, "..", "shared", "data"))

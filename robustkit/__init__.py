@@ -8,16 +8,17 @@ Example:
 Linf(eps=0.3)
 
 The core (``threat``, ``losses``, ``attacks``, ``objectives``, ``training``, ``callbacks``,
-``export``, ``evaluation``, ``data``, ``models``, ``estimators``) is imported here; the two
-paper workflows, :mod:`robustkit.namid` (NAMID, Zhou et al. 2022) and :mod:`robustkit.mine`
-(MINE-based attacks and UAEs, Hsu et al. 2022), load on first use (``rk.namid``, ``rk.mine``).
+``export``, ``evaluation``, ``data``, ``models``, ``estimators``) never imports the two paper
+workflows, :mod:`robustkit.namid` (NAMID, Zhou et al. 2022) and :mod:`robustkit.mine`
+(MINE-based attacks and UAEs, Hsu et al. 2022); this package imports them last, so that their
+Keras-serialisable classes (a saved NAMID ``RobustModel``, a MinMax config) load after a plain
+``import robustkit``. The names they moved from stay reachable (``rk.attacks.MinMax``,
+``rk.objectives.NAMID``, ``rk.estimators.PerSampleMINE``, ``rk.callbacks.MIMonitor``).
 """
-
-import importlib
 
 __version__ = "0.2.0.dev0"
 
-from robustkit import (  # noqa: E402
+from robustkit import (
     attacks,
     callbacks,
     data,
@@ -28,19 +29,13 @@ from robustkit import (  # noqa: E402
     objectives,
     threat,
 )
-from robustkit.evaluation import evaluate  # noqa: E402
-from robustkit.export import export  # noqa: E402
-from robustkit.export import load_exported as load  # noqa: E402
-from robustkit.training import RobustModel  # noqa: E402
+from robustkit.evaluation import evaluate
+from robustkit.export import export
+from robustkit.export import load_exported as load
+from robustkit.training import RobustModel
 
-#: subpackages loaded on first attribute access
-_LAZY = {"namid": "robustkit.namid", "mine": "robustkit.mine"}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return importlib.import_module(_LAZY[name])
-    raise AttributeError(f"module 'robustkit' has no attribute {name!r}")
+# the paper workflows, after the core they build on
+from robustkit import mine, namid  # isort: skip
 
 
 __all__ = [

@@ -69,7 +69,7 @@ def run_uae(args):
     import keras
 
     import robustkit as rk
-    from robustkit import uae
+    from robustkit.mine import uae
     from robustkit.models.autoencoders import AUTOENCODERS as BUILDERS
 
     keras.utils.set_random_seed(args.seed)

@@ -283,7 +283,7 @@ def add_train_parser(subparsers):
         help="export folder (default saved_models/<dataset>[_<model>]_<defense>_<norm>)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    # NAMID / WMIM (robustkit.namid_pipeline): stage 1 AT target, stage 2 estimators, stage 3
+    # NAMID / WMIM (robustkit.namid.run_pipeline): stage 1 AT target, stage 2 estimators, stage 3
     p.add_argument(
         "--estimator-epochs",
         type=positive_int,
@@ -339,7 +339,7 @@ def check_train_args(args):
         args.lr = 1e-3 if args.optimizer == "adam" else 0.01
     args.eval_attack_obj = parse_attack(args.eval_attack, args.eps, args.norm, "--eval-attack")
     kwargs = {} if args.beta is None else {"beta": args.beta}
-    if args.defense in MI_DEFENSES:  # built by robustkit.namid_pipeline after stages 1-2
+    if args.defense in MI_DEFENSES:  # built by robustkit.namid.run_pipeline after stages 1-2
         if args.defense == "wmim" and args.beta is not None:
             raise UsageError("--beta", "the 'wmim' defense takes no beta")
         args.objective = None
@@ -381,11 +381,11 @@ MI_DEFENSES = ("namid", "namid_t", "namid_m", "wmim")
 
 
 def _run_mi_pipeline(args, x_tr, y_tr, x_te, y_te, num_classes, train_attack):
-    """``--defense namid|namid_t|namid_m|wmim``: robustkit.namid_pipeline, then export."""
+    """``--defense namid|namid_t|namid_m|wmim``: robustkit.namid.run_pipeline, then export."""
     import keras
 
     import robustkit as rk
-    from robustkit import namid_pipeline
+    from robustkit.namid import run_pipeline
 
     def model_fn():
         return build_model(
@@ -410,7 +410,7 @@ def _run_mi_pipeline(args, x_tr, y_tr, x_te, y_te, num_classes, train_attack):
         flush=True,
     )
     start = time.perf_counter()
-    out = namid_pipeline.run(
+    out = run_pipeline(
         args.defense,
         model_fn,
         (x_tr, y_tr),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import robustkit as rk
-from robustkit import uae
+from robustkit.mine import uae
 from robustkit.models.autoencoders import SparsityRegularizer
 
 FACTORIES = {

@@ -8,19 +8,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from robustkit.estimators import (
+from robustkit.estimators import ConcatCritic, SeparableCritic, bounds, estimate_mi
+from robustkit.namid import (
     AdversarialMIEstimator,
-    ConcatCritic,
     MIEstimator,
     NaturalMIEstimator,
-    SeparableCritic,
-    bounds,
-    estimate_mi,
     load_estimators,
+    pack_estimator,
     per_sample_dv,
     save_estimators,
+    unpack_estimator,
 )
-from robustkit.estimators.namid import pack_estimator, unpack_estimator
+from robustkit.namid.estimator import dv_from_features
 
 
 def _close(a, b, tol=1e-5):
@@ -90,6 +89,62 @@ def test_per_sample_dv_on_hand_computed_scores():
     got = per_sample_dv(s).numpy()
     assert _close(got[0], 2.0 - math.log(2.0))
     assert _close(got[1], 0.0 - 1.0)
+
+
+def test_dv_with_excluded_marginal_entries_on_hand_computed_scores():
+    # row 0: joint mean 2; marginal {0, log 3} kept, the two 5s excluded -> log mean(1, 3)
+    # row 1: every marginal entry excluded -> finite (no -inf), the excluded ones pushed
+    #        down by 1e9 and counted as one
+    joint = np.array([[1.0, 3.0], [0.0, 0.0]], "float32")
+    marginal = np.array([[5.0, 0.0, math.log(3.0), 5.0], [1.0, 1.0, 1.0, 1.0]], "float32")
+    exclude = np.array([[True, False, False, True], [True] * 4])
+    got = bounds.dv(joint, marginal, exclude=exclude).numpy()
+    assert _close(got[0], 2.0 - math.log(2.0))
+    assert np.isfinite(got[1]) and got[1] > 1e8
+    # without exclusion it is the plain bound
+    assert _close(
+        bounds.dv(joint, marginal, exclude=np.zeros((2, 4), bool))[0], bounds.dv(joint, marginal)[0]
+    )
+
+
+def test_dv_from_features_on_hand_computed_vectors():
+    """Two samples, one local vector each, two rows of global vectors per sample (the
+    mi_pair layout): row g pairs with sample g mod 2, the other sample is its negative."""
+    local = np.array([[[1.0, 0.0]], [[0.0, 2.0]]], "float32")  # (B=2, P=1, d=2)
+    glob = np.array([[1.0, 1.0], [0.5, 0.0], [2.0, 0.0], [0.0, 1.0]], "float32")  # G = 4
+    # s[g, j] = <glob_g, local_j>: joint s[g, g mod 2], marginal s[g, 1 - g mod 2]
+    s = glob @ local[:, 0].T
+    expected = [s[g, g % 2] - s[g, 1 - g % 2] for g in range(4)]
+    got = dv_from_features(glob, local).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_moved_names_resolve_to_the_new_homes():
+    """rk.attacks / rk.estimators / rk.objectives / rk.callbacks keep the names that moved
+    to robustkit.mine and robustkit.namid, as the same objects."""
+    import robustkit as rk
+
+    for name in ("MinMax", "PenaltyMINE", "supervised_criterion", "unsupervised_criterion"):
+        assert getattr(rk.attacks, name) is getattr(rk.mine, name)
+    assert rk.estimators.PerSampleMINE is rk.mine.PerSampleMINE
+    for name in (
+        "MIEstimator",
+        "NaturalMIEstimator",
+        "AdversarialMIEstimator",
+        "train_namid_estimators",
+        "train_standard_estimator",
+        "save_estimators",
+        "load_estimators",
+        "per_sample_dv",
+        "select_samples",
+        "MIMonitor",
+    ):
+        assert getattr(rk.estimators, name) is getattr(rk.namid, name)
+    for key, cls in rk.namid.DEFENSES.items():
+        assert rk.objectives.REGISTRY[key] is cls and getattr(rk.objectives, cls.__name__) is cls
+    assert rk.callbacks.MIMonitor is rk.namid.MIMonitor
+    with pytest.raises(AttributeError):
+        rk.attacks.NoSuchAttack  # noqa: B018
 
 
 # ----------------------------------------------------------------- critics

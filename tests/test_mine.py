@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from robustkit.estimators import PerSampleMINE
-from robustkit.estimators.per_sample import _Critic, dv_all_pairs
+from robustkit.mine import BatchedCritic, PerSampleMINE, dv_all_pairs
 
 
 def test_mi_of_image_with_itself_exceeds_mi_with_noise(digits, digits_model):
@@ -37,7 +36,7 @@ def test_critic_pair_scores_match_a_per_example_loop():
     """The batched all-pairs scores equal the statistics network applied pair by pair,
     example by example, with plain numpy (conv 2x2 -> dense -> dense per branch, sum,
     ReLU, dense 1)."""
-    critic = _Critic((4, 3), filters=2, hidden=5, out=3)
+    critic = BatchedCritic((4, 3), filters=2, hidden=5, out=3)
     params = critic.init(2, seed=3)
     rng = np.random.default_rng(0)
     a = rng.uniform(size=(2, 4, 4, 3)).astype("float32")
@@ -76,7 +75,7 @@ def test_projection_mode_orders_similarity():
 
 def test_each_example_has_its_own_statistics_network():
     """Changing example 0's weights must not change example 1's scores."""
-    critic = _Critic((5, 5), filters=4, hidden=6, out=3)
+    critic = BatchedCritic((5, 5), filters=4, hidden=6, out=3)
     params = critic.init(2)
     a = tf.random.uniform([2, 7, 5, 5])
     b = tf.random.uniform([2, 7, 5, 5])
@@ -127,7 +126,7 @@ def test_bad_inputs():
 def test_fused_branch_equals_layer_by_layer_branch_and_gradients():
     """The fused conv->dense matrix gives the same outputs and parameter gradients as
     the statistics network applied layer by layer."""
-    critic = _Critic((6, 5), filters=3, hidden=7, out=4)
+    critic = BatchedCritic((6, 5), filters=3, hidden=7, out=4)
     params = critic.init(3, seed=1)
     params = {k: v + 0.1 if k.endswith(("_cb", "_b1")) else v for k, v in params.items()}
     s = tf.random.stateless_uniform([3, 4, 6, 5], [0, 1])

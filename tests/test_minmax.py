@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import robustkit as rk
-from robustkit.attacks.minmax import (
+from robustkit.mine import (
     MinMax,
     PenaltyMINE,
     supervised_criterion,
@@ -68,6 +68,31 @@ def test_unsupervised_minmax_keeps_the_reconstruction_loss(digits):
     assert np.abs(x_adv - x)[ok].max() > 0.05
 
 
+def test_engine_loop_modes_give_identical_results(digits, digits_model):
+    """MinMax and PenaltyMINE run their iterations through the engine: a Python-unrolled
+    loop and a chunked tf.while_loop (4 steps per iteration plus a remainder) must do
+    exactly the same steps (same t, same dual and critic updates)."""
+    _, _, x, y = digits
+    x, y = _correct(digits_model, x, y, 6)
+    for cls, kw in ((MinMax, {"steps": 6, "c0": 1.0}), (PenaltyMINE, {"steps": 5, "rounds": 2})):
+        runs = [
+            cls(eps=0.3, loop=loop, seed=0, **kw, **SMALL).run(digits_model, x, y)
+            for loop in ("unrolled", "while")
+        ]
+        for key in ("x_adv", "mi", "success", "f"):
+            np.testing.assert_allclose(runs[0][key], runs[1][key], rtol=1e-5, atol=1e-6)
+
+
+def test_engine_loop_counts_t_from_one():
+    """Algorithm 1's t runs 1..T (t = 1 skips the dual update): the attacks' loop on the
+    engine hands the body t = 1, 2, ..., in order, in every loop mode (5 steps: one
+    while-loop iteration of 4 plus a remainder)."""
+    for loop in ("unrolled", "while", "auto"):
+        atk = MinMax(steps=5, hidden=4, loop=loop)
+        digits_of_t = atk._run(lambda t, s: s * 10.0 + t, tf.constant(0.0), atk.steps)
+        assert float(digits_of_t) == 12345.0
+
+
 def test_criteria_on_hand_computed_values():
     logits = tf.constant([[3.0, 1.0, 2.0], [0.0, 4.0, 1.0]])
     f, ok = supervised_criterion()(None, logits, tf.constant([0, 0]), None)
@@ -86,29 +111,27 @@ def test_criteria_on_hand_computed_values():
 def test_tracking_keeps_largest_or_lowest_mi():
     x = tf.zeros([3, 1, 1, 1])
     for maximize, expect in [(True, [2.0, 5.0, 1.0]), (False, [1.0, 5.0, 1.0])]:
-        best = MinMax._init_best(x, maximize)
-        atk = MinMax(hidden=4)
+        tracker = MinMax(hidden=4).tracker(maximize)  # the engine's Tracker.by_score
+        best = tracker.init(x)
         f0 = tf.constant([0.0, 0.0, 0.2])
-        best = atk._track(
+        best = tracker.update(
             best,
             x + 1,
             tf.constant([True, True, False]),
             tf.constant([1.0, 5.0, 1.0]),
             f0,
-            maximize,
         )
-        best = atk._track(
+        best = tracker.update(
             best,
             x + 2,
             tf.constant([True, False, False]),
             tf.constant([2.0, 9.0, 1.0]),
             tf.constant([0.0, 0.3, 0.1]),
-            maximize,
         )
-        np.testing.assert_allclose(best[1], expect)
-        np.testing.assert_array_equal(best[2], [True, True, False])
+        np.testing.assert_allclose(best.score, expect)
+        np.testing.assert_array_equal(best.ok, [True, True, False])
         # a failed iterate never replaces a success; among failures the lower f wins
-        assert float(best[0][1, 0, 0, 0]) == 1.0 and float(best[0][2, 0, 0, 0]) == 2.0
+        assert float(best.x[1, 0, 0, 0]) == 1.0 and float(best.x[2, 0, 0, 0]) == 2.0
 
 
 @pytest.mark.parametrize(

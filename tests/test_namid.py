@@ -3,6 +3,7 @@ training through RobustModel.fit on digits, serialisation, MIMonitor and the
 cached three-stage pipeline."""
 
 import json
+import logging
 import os
 
 import keras
@@ -11,24 +12,22 @@ import pytest
 import tensorflow as tf
 
 import robustkit as rk
-from robustkit import namid_pipeline
-from robustkit.estimators import (
-    AdversarialMIEstimator,
-    MIMonitor,
-    NaturalMIEstimator,
-    select_samples,
-    train_namid_estimators,
-    train_standard_estimator,
-)
-from robustkit.estimators.namid import estimator_losses, training_set
-from robustkit.objectives.mi import (
+from robustkit.namid import (
     NAMID,
     NAMID_M,
     NAMID_T,
     WMIM,
+    AdversarialMIEstimator,
+    MIMonitor,
+    NaturalMIEstimator,
     l_cos,
+    run_pipeline,
+    select_samples,
     selection_mask,
+    train_namid_estimators,
+    train_standard_estimator,
 )
+from robustkit.namid.stage2 import estimator_losses, training_set
 
 EPS = 0.1
 FEATURES = 32
@@ -72,7 +71,7 @@ def stage2(digits, digits_model):
 def stage2_cosine(digits, digits_model):
     """Estimators trained with the released code's cosine objective. (With the
     paper's objective and alpha = 5, stage 3 on digits lost accuracy: see the
-    module notes in robustkit/objectives/mi.py.)"""
+    NAMID section of README and benchmarks/results/table1_*.)"""
     x, y = digits[0][:600], digits[1][:600]
     nat, adv, _ = train_namid_estimators(
         digits_model,
@@ -152,6 +151,27 @@ def test_stage2_falls_back_to_dv_without_correct_samples(digits):
     assert info["counts"]["C"] == 0 and info["used"] == "all" and info["objective"] == "dv"
 
 
+def test_stage2_reports_epochs_through_the_logger(digits, digits_model, caplog, capsys):
+    """verbose=1 logs one line per epoch on the "robustkit" logger (no print); verbose=0
+    is silent."""
+    x, y = digits[0][:64], digits[1][:64]
+    kwargs = dict(features=8, epochs=2, batch_size=32, milestones=())
+    attack = rk.attacks.PGD(eps=EPS, steps=1, seed=0)
+    with caplog.at_level(logging.INFO, logger="robustkit"):
+        _, info = train_standard_estimator(digits_model, (x, y), attack, verbose=1, **kwargs)
+        lines = [r.getMessage() for r in caplog.records if r.name == "robustkit"]
+        assert [line.split(":")[0] for line in lines] == [
+            "estimators epoch 1/2",
+            "estimators epoch 2/2",
+        ]
+        # the logged figures are the history's (loss, mi) per epoch
+        assert lines[1].split(": ")[1] == " ".join(f"{v:.4f}" for v in info["history"][1])
+        caplog.clear()
+        train_standard_estimator(digits_model, (x, y), attack, verbose=0, **kwargs)
+        assert not [r for r in caplog.records if r.name == "robustkit"]
+    assert capsys.readouterr().out == ""
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -179,8 +199,8 @@ def test_estimator_fast_path_equals_per_sample_dv_on_scores(digits):
     x_adv = np.clip(x + 0.05, 0, 1).astype("float32")
     rng = np.random.default_rng(0)
     la, lc = (rng.normal(size=(12, 10)).astype("float32") * 3 for _ in range(2))
-    ref_a = rk.estimators.per_sample_dv(est.scores(x, la)).numpy()
-    ref_c = rk.estimators.per_sample_dv(est.scores(x, lc)).numpy()
+    ref_a = rk.namid.per_sample_dv(est.scores(x, la)).numpy()
+    ref_c = rk.namid.per_sample_dv(est.scores(x, lc)).numpy()
     np.testing.assert_allclose(est((x, la)).numpy(), ref_a, rtol=1e-5, atol=1e-5)
     got_a, got_c = est.mi_pair(x, x_adv, la, lc)
     np.testing.assert_allclose(got_a.numpy(), ref_a, rtol=1e-5, atol=1e-5)
@@ -341,7 +361,7 @@ def test_defense_trains_and_beats_undefended_model(
     x, y, x_te, y_te = digits
     obj = {
         # alpha = 1: at the paper's alpha = 5 the MI term dominates the CE term on
-        # this tiny CPU setting (see objectives/mi.py and benchmarks/results/table1_*)
+        # this tiny CPU setting (see README's NAMID section and benchmarks/results/table1_*)
         "namid": lambda: NAMID(nat, adv, alpha=1.0),
         "namid_t": lambda: NAMID_T(nat, adv, beta=6.0, alpha=1.0),
         "namid_m": lambda: NAMID_M(nat, adv, beta=5.0, alpha=1.0),
@@ -414,20 +434,20 @@ def test_pipeline_runs_end_to_end_and_caches_stages(digits, tmp_path):
         verbose=0,
     )
     model_fn = lambda: rk.models.small_cnn((8, 8, 1), width=8, dense=16)
-    first = namid_pipeline.run("namid", model_fn, (x, y), **kwargs)
+    first = run_pipeline("namid", model_fn, (x, y), **kwargs)
     assert first["ran"] == ["target", "estimators", "model"]
     assert isinstance(first["model"].objective, NAMID)
     for key in ("target", "model", "robust_model"):
         assert os.path.exists(first["paths"][key])
     with open(os.path.join(first["paths"]["estimators"], "info.json")) as f:
         assert set(json.load(f)["counts"]) == {"C", "W", "R"}
-    second = namid_pipeline.run("namid", model_fn, (x, y), **kwargs)
+    second = run_pipeline("namid", model_fn, (x, y), **kwargs)
     assert second["ran"] == [] and second["skipped"] == ["target", "estimators", "model"]
     assert np.array_equal(
         second["model"].predict(x[:16], verbose=0), first["model"].predict(x[:16], verbose=0)
     )
     # other settings in the same folder are refused
     with pytest.raises(ValueError, match="other settings"):
-        namid_pipeline.run("namid", model_fn, (x, y), **dict(kwargs, epochs=2))
+        run_pipeline("namid", model_fn, (x, y), **dict(kwargs, epochs=2))
     with pytest.raises(ValueError, match="defense"):
-        namid_pipeline.run("trades", model_fn, (x, y), **kwargs)
+        run_pipeline("trades", model_fn, (x, y), **kwargs)

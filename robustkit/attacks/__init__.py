@@ -8,6 +8,8 @@ Example:
 True
 """
 
+import importlib
+
 from robustkit.attacks.apgd import APGD, APGDT
 from robustkit.attacks.autoattack import AutoAttack
 from robustkit.attacks.base import Attack, as_logits_fn, attack_loss
@@ -16,12 +18,6 @@ from robustkit.attacks.ddn import DDN
 from robustkit.attacks.fab import FAB
 from robustkit.attacks.fwa import FWA
 from robustkit.attacks.mim import MIM
-from robustkit.attacks.minmax import (
-    MinMax,
-    PenaltyMINE,
-    supervised_criterion,
-    unsupervised_criterion,
-)
 from robustkit.attacks.pgd import FGSM, PGD
 from robustkit.attacks.square import Square
 from robustkit.attacks.tidim import TIDIM
@@ -44,8 +40,13 @@ __all__ = [
     "Square",
     "AutoAttack",
     "Transfer",
-    "MinMax",
-    "PenaltyMINE",
-    "supervised_criterion",
-    "unsupervised_criterion",
 ]
+
+#: the MINE attacks live in robustkit.mine (Hsu et al. 2022); resolved on first use
+_MINE = ("MinMax", "PenaltyMINE", "supervised_criterion", "unsupervised_criterion")
+
+
+def __getattr__(name):
+    if name in _MINE:
+        return getattr(importlib.import_module("robustkit.mine"), name)
+    raise AttributeError(f"module 'robustkit.attacks' has no attribute {name!r}")

@@ -26,6 +26,9 @@ import math
 
 import tensorflow as tf
 
+#: how far an excluded marginal score is pushed down (see :func:`dv`)
+_EXCLUDED = 1e9
+
 
 def _f32(t):
     return tf.cast(tf.convert_to_tensor(t), tf.float32)
@@ -36,10 +39,46 @@ def _log_mean_exp(t, axis=-1):
     return tf.reduce_logsumexp(t, axis=axis) - tf.math.log(n)
 
 
-def dv(joint, marginal):
-    """Donsker–Varadhan: ``E_joint[T] - log E_marg[exp T]``."""
+def dv(joint, marginal, exclude=None):
+    """Donsker–Varadhan: ``E_joint[T] - log E_marg[exp T]``, both means over the last axis.
+
+    ``exclude`` (optional, boolean, the shape of ``marginal``) leaves entries out of the
+    marginal term: the mean of ``exp T`` is over the others (at least one is counted). It
+    serves every score layout robustkit uses, with the DV arithmetic written once:
+
+    * plain: ``dv(joint, marginal)``;
+    * all pairs of a per-example (K, K) score matrix (per-sample MINE): the diagonal is the
+      joint, every pair (diagonal included) the marginal, i.e. the exact expectation over
+      uniformly random shuffles: ``dv(diag(t), flatten(t))``;
+    * batch negatives (NAMID's estimators, scores ``s[i, j, p]``): sample ``i``'s joint is
+      ``mean_p s[i, i, p]`` and its marginal the pairs ``j != i``:
+      ``dv(joint_i[:, None], flatten(s), exclude=flatten(j == i))``.
+
+    Example (plain, then the three layouts on hand-computed scores):
+
+    >>> import numpy as np
+    >>> round(float(dv([1.0, 1.0], [0.0, 0.0])), 4)                # 1 - log 1
+    1.0
+    >>> t = np.array([[[2.0, 0.0], [0.0, 2.0]]], "float32")        # one example, K = 2
+    >>> # all pairs: 2 - log((2 e^2 + 2) / 4)
+    >>> round(float(dv(np.diagonal(t, axis1=1, axis2=2), t.reshape(1, 4))[0]), 4)
+    0.5662
+    >>> # batch negatives (the pairs j == i excluded): 2 - log(mean(e^0, e^0)) = 2
+    >>> own = [[True, False, False, True]]
+    >>> round(float(dv([[2.0]], [[2.0, 0.0, 0.0, 2.0]], exclude=own)[0]), 4)
+    2.0
+    """
     joint, marginal = _f32(joint), _f32(marginal)
-    return tf.reduce_mean(joint, axis=-1) - _log_mean_exp(marginal)
+    if exclude is None:
+        return tf.reduce_mean(joint, axis=-1) - _log_mean_exp(marginal)
+    exclude = tf.cast(tf.convert_to_tensor(exclude), tf.bool)
+    exclude = tf.broadcast_to(exclude, tf.shape(marginal))
+    kept = tf.reduce_sum(tf.cast(tf.logical_not(exclude), tf.float32), axis=-1)
+    # an excluded entry is pushed down by 1e9 (exp underflows to 0), not to -inf: with
+    # every entry excluded the result stays finite
+    shifted = tf.where(exclude, marginal - _EXCLUDED, marginal)
+    log_mean = tf.reduce_logsumexp(shifted, axis=-1) - tf.math.log(tf.maximum(kept, 1.0))
+    return tf.reduce_mean(joint, axis=-1) - log_mean
 
 
 def nwj(joint, marginal):

@@ -34,9 +34,8 @@ from robustkit.objectives.core import (
 CORE_REGISTRY = {"standard": AT, "at": AT, "trades": TRADES, "mart": MART}
 #: the MI defences, by name, and the attribute each is reachable as (``rk.objectives.NAMID``)
 MI_DEFENSES = {"wmim": "WMIM", "namid": "NAMID", "namid_t": "NAMID_T", "namid_m": "NAMID_M"}
-#: where the MI defences are looked up, in order: ``robustkit.namid`` (its ``DEFENSES`` dict);
-#: ``robustkit.objectives.mi`` only until that module moves into ``robustkit.namid``
-_MI_PROVIDERS = ("robustkit.namid", "robustkit.objectives.mi")
+#: where the MI defences are looked up: ``robustkit.namid`` (its ``DEFENSES`` dict)
+_MI_PROVIDERS = ("robustkit.namid",)
 
 
 def _mi_module():

@@ -22,12 +22,11 @@ import tensorflow as tf
 
 from robustkit import losses
 from robustkit._validation import check_non_negative
-from robustkit.objectives.base import (  # Objective: imported from here by objectives/mi.py
+from robustkit.objectives.base import (
     InnerAttack,
     LossObjective,
     Objective,
     reduce_loss,
-    weighted_mean,
 )
 
 
@@ -165,19 +164,6 @@ class MART(LossObjective):
 
     def __init__(self, beta=6.0):
         super().__init__(mart_per_example, beta=check_non_negative(beta, "beta"))
-
-
-def _ce(y, logits):
-    """``CE(h, y)`` per example, argument order of robustkit 0.1.
-
-    Kept only for ``objectives/mi.py`` until it moves to ``robustkit.namid`` (which takes
-    CE from :mod:`robustkit.losses`); not a second implementation.
-    """
-    return losses.cross_entropy(logits, y)
-
-
-#: kept for ``objectives/mi.py`` until it moves (see :func:`_ce`)
-_mean = weighted_mean
 
 
 __all__ = [

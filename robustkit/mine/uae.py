@@ -10,11 +10,11 @@ drops. The L2-UAE baseline replaces the MI by the L2 distance.
 Example:
 
 >>> import numpy as np, robustkit as rk
->>> from robustkit import uae
+>>> from robustkit.mine import uae
 >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype("float32")
 >>> ae = rk.models.dense_autoencoder((8, 8, 1), code=8)
->>> atk = rk.attacks.MinMax(criterion="unsupervised", steps=2, hidden=8,
-...                         mine_mode="projection")
+>>> atk = rk.mine.MinMax(criterion="unsupervised", steps=2, hidden=8,
+...                      mine_mode="projection")
 >>> x_uae = uae.augment(ae, x, attack=atk, verbose=0)
 >>> x_uae.shape
 (4, 8, 8, 1)
@@ -27,10 +27,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from robustkit import threat as threat_lib
 from robustkit._validation import check_images, check_int, check_non_negative, check_positive
-from robustkit.attacks.base import Attack, as_logits_fn
-from robustkit.attacks.minmax import MinMax, unsupervised_criterion
+from robustkit.attacks import engine
+from robustkit.attacks.base import Attack
+from robustkit.mine.attacks import MinMax
+from robustkit.mine.criteria import unsupervised_criterion
+from robustkit.models.adapter import as_logits_fn
 
 
 def _check_unsupervised(attack):
@@ -127,10 +129,13 @@ class L2UAE(Attack):
     Maximises the dissimilarity ``||delta||_2^2`` subject to the autoencoder
     reconstruction criterion ``f(x + delta) = 0`` inside an L2 ball of radius
     ``eps`` (and [0, 1]), starting from Gaussian noise of std ``sigma``, with the
-    same primal-dual updates as :class:`robustkit.attacks.MinMax`
+    same primal-dual updates as :class:`robustkit.mine.MinMax`
     (``delta <- delta - alpha (c grad f - grad ||delta||^2)``,
     ``c <- max(0, (1 - beta t^-1/4) c + beta f)``). Per example the ``f = 0``
-    iterate farthest from ``x`` is kept (else the one with the smallest ``f``).
+    iterate farthest from ``x`` is kept (else the one with the smallest ``f``): the
+    engine's :meth:`~robustkit.attacks.engine.Tracker.by_score` ordering on the distance,
+    the loop through :func:`~robustkit.attacks.engine.run_loop`, the ball and the start
+    from :class:`robustkit.threat.L2`.
 
     Example:
 
@@ -146,6 +151,7 @@ class L2UAE(Attack):
     """
 
     uses_labels = False
+    supported_norms = ("l2",)
 
     def __init__(
         self,
@@ -160,7 +166,7 @@ class L2UAE(Attack):
         seed=None,
     ):
         super().__init__(batch_size=batch_size, jit_compile=jit_compile, seed=seed)
-        self.threat = threat_lib.L2(eps)
+        self.threat = self._make_threat("l2", eps)
         self.eps = self.threat.eps
         self.sigma = check_non_negative(sigma, "sigma")
         self.steps = check_int(steps, "steps")
@@ -180,7 +186,8 @@ class L2UAE(Attack):
         )
         return config
 
-    def __call__(self, model, x, y=None):
+    def __call__(self, model, x, y=None, verbose=0):
+        """UAEs for ``x`` (numpy); ``model`` is the autoencoder, ``y`` is ignored."""
         fn = as_logits_fn(model)
         x_np = check_images(np.asarray(x, dtype=np.float32), "x")
         if len(x_np) == 0:
@@ -191,23 +198,25 @@ class L2UAE(Attack):
             raise ValueError("`model` must be an autoencoder whose output has the input's shape.")
         compiled = self._get_compiled(model, fn, x_t)
         zeros = tf.zeros([len(x_np)], tf.int64)
-        outs = [
-            compiled(x_t[s : s + self.batch_size], zeros[s : s + self.batch_size]).numpy()
-            for s in range(0, len(x_np), self.batch_size)
-        ]
-        return np.concatenate(outs)
+        bar = keras.utils.Progbar(len(x_np), unit_name="example") if verbose else None
+        outs = []
+        for s in range(0, len(x_np), self.batch_size):
+            outs.append(compiled(x_t[s : s + self.batch_size], zeros[s : s + self.batch_size]))
+            if bar is not None:
+                bar.add(int(outs[-1].shape[0]))
+        return np.concatenate([o.numpy() for o in outs])
 
     def perturb(self, model_fn, x, y):
         crit = unsupervised_criterion()
+        tracker = engine.Tracker.by_score(maximize=True)  # the farthest f = 0 iterate
         clean = tf.stop_gradient(model_fn(x))
         b = tf.shape(x)[0]
-        shape = [-1] + [1] * (x.shape.rank - 1)
+        shape = engine.per_example_shape(x)
         delta = (
             self.threat.project(x + self.sigma * tf.random.normal(tf.shape(x), seed=self.seed), x)
             - x
         )
         c = tf.fill([b], tf.constant(self.c0, tf.float32))
-        best = (x, tf.fill([b], -1.0), tf.zeros([b], tf.bool), tf.fill([b], np.inf))
 
         def evaluate(delta):
             x_adv = x + delta
@@ -218,20 +227,11 @@ class L2UAE(Attack):
             return f, ok, tape.gradient(total, x_adv)
 
         def track(best, delta, f, ok):
-            bx, bd, bok, bf = best
             dist = tf.reduce_sum(tf.square(tf.reshape(delta, [b, -1])), axis=1)
-            better = tf.logical_or(
-                tf.logical_and(ok, tf.logical_or(tf.logical_not(bok), dist > bd)),
-                tf.logical_and(tf.logical_not(ok), tf.logical_and(tf.logical_not(bok), f < bf)),
-            )
-            return (
-                tf.where(tf.reshape(better, shape), x + delta, bx),
-                tf.where(better, dist, bd),
-                tf.logical_or(bok, tf.logical_and(better, ok)),
-                tf.where(better, f, bf),
-            )
+            return tracker.update(best, x + delta, ok, dist, f)
 
-        def body(t, state):
+        def body(k, state):
+            t = tf.cast(k, tf.float32) + 1.0
             delta, c, best = state
             f, ok, g_f = evaluate(delta)
             best = track(best, delta, f, ok)
@@ -241,11 +241,15 @@ class L2UAE(Attack):
             delta = self.threat.project(x + delta, x) - x
             return delta, c, best
 
-        _, (delta, c, best) = tf.while_loop(
-            lambda t, s: t <= float(self.steps),
-            lambda t, s: (t + 1.0, body(t, s)),
-            (tf.constant(1.0), (delta, c, best)),
+        delta, c, best = engine.run_loop(
+            body,
+            (delta, c, tracker.init(x)),
+            self.steps,
+            unrolled=engine.unrolled("auto", self.steps, "eval"),
+            chunk=engine.WHILE_CHUNK,
         )
         f, ok, _ = evaluate(delta)
-        best = track(best, delta, f, ok)
-        return tf.stop_gradient(best[0])
+        return tracker.result(track(best, delta, f, ok))
+
+
+__all__ = ["L2UAE", "augment", "augmented_set", "reconstruction_error", "retrain"]

@@ -3,9 +3,8 @@
 Example:
 
 >>> import tempfile, robustkit as rk
->>> from robustkit import namid_pipeline
 >>> x, y = rk.data.load("digits", "train")
->>> out = namid_pipeline.run(
+>>> out = rk.namid.run_pipeline(
 ...     "namid", lambda: rk.models.small_cnn((8, 8, 1)), (x[:256], y[:256]),
 ...     attack=rk.attacks.PGD(eps=0.1, steps=2), out_dir=tempfile.mkdtemp(),
 ...     stage1_epochs=1, estimator_epochs=1, epochs=1, warmup_epochs=1,
@@ -18,10 +17,10 @@ Stages (Zhou et al., ICML 2022):
 1. ``target``: a standard adversarially trained model (PGD-AT through
    :class:`robustkit.RobustModel`), or the checkpoint given as ``target``.
 2. ``estimators``: the natural and adversarial MI estimators trained on the
-   frozen target (:func:`robustkit.estimators.train_namid_estimators`); for
-   WMIM the standard-MI estimator (:func:`robustkit.estimators.train_standard_estimator`).
+   frozen target (:func:`robustkit.namid.train_namid_estimators`); for
+   WMIM the standard-MI estimator (:func:`robustkit.namid.train_standard_estimator`).
 3. ``model``: a fresh model, ``warmup_epochs`` of clean CE (2 in the paper), then
-   the defense (:class:`robustkit.objectives.NAMID`, ``NAMID_T``, ``NAMID_M`` or
+   the defense (:class:`robustkit.namid.NAMID`, ``NAMID_T``, ``NAMID_M`` or
    ``WMIM``) with the estimators frozen.
 
 Every stage writes its output under ``out_dir`` (``target.keras``,
@@ -37,14 +36,12 @@ import keras
 import numpy as np
 
 from robustkit._validation import check_choice, check_int
-from robustkit.estimators.namid import (
-    load_estimators,
-    save_estimators,
-    train_namid_estimators,
-    train_standard_estimator,
-)
-
-DEFENSES = ("namid", "namid_t", "namid_m", "wmim")
+from robustkit.attacks.pgd import PGD
+from robustkit.namid.io import load_estimators, save_estimators
+from robustkit.namid.objectives import DEFENSES
+from robustkit.namid.stage2 import train_namid_estimators, train_standard_estimator
+from robustkit.objectives import AT
+from robustkit.training import RobustModel
 
 
 def _fresh(model_fn):
@@ -68,13 +65,6 @@ def _optimizer(optimizer):
         "`optimizer` must be a name ('adam') or a callable returning a fresh optimizer "
         "(each stage needs its own)."
     )
-
-
-def _objective(defense, est_dir, objective_kwargs):
-    from robustkit import objectives
-
-    cls = objectives.REGISTRY[defense]
-    return cls(estimators_path=est_dir, **objective_kwargs)
 
 
 def run(
@@ -128,10 +118,6 @@ def run(
         "estimator_info": dict, "history": dict | None, "ran": [...],
         "skipped": [...], "paths": {...}}``.
     """
-    from robustkit.attacks.pgd import PGD
-    from robustkit.objectives.core import AT
-    from robustkit.training import RobustModel
-
     defense = check_choice(defense, set(DEFENSES), "defense")
     if not isinstance(attack, PGD):
         raise ValueError(f"`attack` must be a robustkit.attacks.PGD; got {type(attack).__name__}.")
@@ -242,7 +228,7 @@ def run(
         ran.append("estimators")
 
     # ---------------------------------------------------------------- stage 3
-    objective = _objective(defense, paths["estimators"], objective_kwargs)
+    objective = DEFENSES[defense](estimators_path=paths["estimators"], **objective_kwargs)
     history = None
     if os.path.exists(paths["model"]) and os.path.exists(paths["robust_model"]):
         base = keras.saving.load_model(paths["model"], compile=False)
@@ -281,3 +267,6 @@ def run(
         "skipped": skipped,
         "paths": paths,
     }
+
+
+__all__ = ["run"]

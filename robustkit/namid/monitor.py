@@ -3,7 +3,7 @@
 Example:
 
 >>> import robustkit as rk
->>> from robustkit.estimators import MIMonitor, NaturalMIEstimator, AdversarialMIEstimator
+>>> from robustkit.namid import MIMonitor, NaturalMIEstimator, AdversarialMIEstimator
 >>> x, y = rk.data.load("digits", "train")
 >>> nat = NaturalMIEstimator((8, 8, 1), 10, features=16)
 >>> adv = AdversarialMIEstimator((8, 8, 1), 10, features=16)
@@ -26,8 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 from robustkit._validation import check_images, check_int, check_labels
-from robustkit.attacks.base import as_logits_fn
-from robustkit.estimators.namid import MIEstimator
+from robustkit.models.adapter import as_logits_fn
+from robustkit.namid.estimator import MIEstimator
 
 
 class MIMonitor(keras.callbacks.Callback):
@@ -114,3 +114,6 @@ class MIMonitor(keras.callbacks.Callback):
         if logs is not None:
             logs["val_natural_mi"] = natural
             logs["val_adversarial_mi"] = adversarial
+
+
+__all__ = ["MIMonitor"]
