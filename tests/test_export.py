@@ -228,3 +228,83 @@ def test_headline_is_the_lowest_robust_accuracy():
     assert rec.headline.attack == "AA" and rec.robust_accuracy == 0.80
     with pytest.raises(ValueError, match="robust_accuracy"):
         Measurement("PGD-40", 0.98, 85.0, 359)  # a percentage, not a fraction
+
+
+def test_serving_layout_logits_name_uint8_and_saved_model_cli(tmp_path, digits_model, digits):
+    """``export(..., version=N, serve_uint8=True)``: the TF Serving layout, an output named
+    ``logits``, a 0-255 endpoint, and ``saved_model_cli show``/``run`` work on it."""
+    import subprocess
+    import sys
+
+    base = str(tmp_path / "served")
+    rec1 = rk.export(
+        digits_model, base, version=1, serve_uint8=True, metadata={"dataset": "digits"}
+    )
+    rk.export(digits_model, base, version=2, metadata={"dataset": "digits"})
+    assert sorted(os.listdir(base)) == ["1", "2"]
+    assert "serve_uint8" in rec1.endpoints
+    loaded, rec = rk.load(base)  # the highest version
+    assert rec.endpoints == ("serve", "serving_default")
+    loaded1 = tf.saved_model.load(os.path.join(base, "1"))
+    x = digits[2][:4]
+    expected = digits_model(x).numpy()
+    out = loaded1.signatures["serving_default"](images=tf.constant(x))
+    assert list(out) == ["logits"]
+    np.testing.assert_allclose(out["logits"].numpy(), expected, atol=1e-5)
+    x8 = np.round(x * 255).astype("uint8")
+    out8 = loaded1.signatures["serve_uint8"](images=tf.constant(x8))["logits"].numpy()
+    np.testing.assert_allclose(out8, digits_model(x8.astype("float32") / 255).numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="`version`"):
+        rk.export(digits_model, base, version=0)
+
+    cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    show = subprocess.run(
+        [*cli, "show", "--dir", os.path.join(base, "1"), "--all"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert show.returncode == 0, show.stderr[-2000:]
+    assert "serving_default" in show.stdout and "outputs['logits']" in show.stdout
+    assert "serve_uint8" in show.stdout and "DT_UINT8" in show.stdout
+    np.save(tmp_path / "x.npy", x[:2])
+    run = subprocess.run(
+        [*cli, "run", "--dir", os.path.join(base, "1"), "--tag_set", "serve",
+         "--signature_def", "serving_default", "--inputs", f"images={tmp_path / 'x.npy'}",
+         "--outdir", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "logits.npy"), expected[:2], atol=1e-5)
+
+
+def test_model_card_is_written_and_updated(tmp_path, digits_model):
+    from robustkit.export import Measurement, read_record, write_record
+
+    path = str(tmp_path / "carded")
+    rk.export(
+        digits_model,
+        path,
+        metadata={
+            "dataset": "digits",
+            "threat_model": {"norm": "linf", "eps": 0.1},
+            "defense": "standard",
+            "clean_accuracy": 0.97,
+            "robust_accuracy": 0.8,
+            "attack": "PGD-40",
+            "n_examples": 359,
+        },
+    )
+    with open(os.path.join(path, "MODEL_CARD.md")) as f:
+        card = f.read()
+    assert card.startswith("# Model card: carded")
+    assert "L∞ ball of radius 0.1" in card and "| PGD-40 | 359 | 97.0 % | 80.0 % ± 4.1 |" in card
+    assert "AutoAttack, the field's standard check, has not been run" in card
+    assert "Gradient-masking checks" in card and "Not run" in card
+    rec = read_record(path).with_measurement(Measurement("AA", 0.97, 0.75, 359))
+    write_record(path, rec)
+    with open(os.path.join(path, "MODEL_CARD.md")) as f:
+        card = f.read()
+    assert "| AA | 359 | 97.0 % | 75.0 % ± 4.5 |" in card
+    assert "**75.0 %** robust accuracy under AA" in card
+    assert "has not been run" not in card
+    assert read_record(path).robust_accuracy == 0.75

@@ -26,7 +26,7 @@ import numpy as np
 FORMAT = "robustkit.savedmodel"
 FORMAT_VERSION = 2
 METADATA_FILE = "robustkit.json"
-ENDPOINTS = ("serve", "serving_default")
+ENDPOINTS = ("serve", "serving_default")  # plus "serve_uint8" when asked for
 
 
 def now():

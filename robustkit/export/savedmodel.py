@@ -27,6 +27,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from robustkit.export.card import CARD_FILE, card_markdown
 from robustkit.export.record import (
     ENDPOINTS,
     METADATA_FILE,
@@ -143,25 +144,55 @@ def build_record(model, metadata=None, record=None):
     )
 
 
-def _write_savedmodel(base, folder, input_shape):
-    """Writes the SavedModel (``serve`` + ``serving_default``) into ``folder``."""
+def _write_savedmodel(base, folder, input_shape, bounds=(0.0, 1.0), uint8=False):
+    """Writes the SavedModel into ``folder``.
+
+    Endpoints: ``serve`` (float32 images -> logits tensor; differentiable, for Python),
+    ``serving_default`` (the same, output named ``logits``: what TF Serving and
+    ``saved_model_cli`` show) and, with ``uint8``, ``serve_uint8`` (uint8 images 0-255,
+    scaled into ``bounds``, output ``logits``).
+    """
     archive = keras.export.ExportArchive()
     archive.track(base)
+    lo, hi = (float(b) for b in bounds)
 
-    def serve(images):
+    def logits(images):
         return tf.cast(base(images, training=False), tf.float32)
 
+    float_spec = [tf.TensorSpec([None, *input_shape], tf.float32, name="images")]
+    archive.add_endpoint(name="serve", fn=logits, input_signature=float_spec)
     archive.add_endpoint(
-        name=ENDPOINTS[0],
-        fn=serve,
-        input_signature=[tf.TensorSpec([None, *input_shape], tf.float32, name="images")],
+        name="serving_default",
+        fn=lambda images: {"logits": logits(images)},
+        input_signature=float_spec,
     )
+    if uint8:
+        archive.add_endpoint(
+            name="serve_uint8",
+            fn=lambda images: {
+                "logits": logits(lo + (hi - lo) * tf.cast(images, tf.float32) / 255.0)
+            },
+            input_signature=[tf.TensorSpec([None, *input_shape], tf.uint8, name="images")],
+        )
     archive.write_out(folder, verbose=False)
 
 
 def _write_metadata(record, folder):
     with open(os.path.join(folder, METADATA_FILE), "w") as f:
         f.write(record.to_json())
+    with open(os.path.join(folder, CARD_FILE), "w") as f:
+        f.write(card_markdown(record, name=_card_name(folder)))
+
+
+def _card_name(folder):
+    """The export's name for its card: the folder (or, for a version folder, its parent)."""
+    folder = os.path.abspath(folder)
+    name = os.path.basename(folder)
+    if name.startswith(".") and ".tmp-" in name:  # the temporary folder of an atomic write
+        name = name[1:].split(".tmp-")[0]
+    if name.isdigit():
+        name = f"{os.path.basename(os.path.dirname(folder))} (version {name})"
+    return name
 
 
 def _replace_atomically(path, write):
@@ -188,7 +219,8 @@ def _replace_atomically(path, write):
             shutil.rmtree(old, ignore_errors=True)
 
 
-def export(model, path, metadata=None, overwrite=False, record=None):
+def export(model, path, metadata=None, overwrite=False, record=None, version=None,
+           serve_uint8=False):  # fmt: skip
     """Exports ``model`` to ``path`` as a SavedModel plus ``path/robustkit.json``.
 
     Args:
@@ -203,6 +235,9 @@ def export(model, path, metadata=None, overwrite=False, record=None):
         overwrite: replace an existing ``path`` (default ``False``: a ``ValueError``).
         record: optional :class:`ExportRecord` to start from (the application layer
             builds one); ``metadata`` is applied on top.
+        version: write ``path/<version>/`` (an integer >= 1), the layout TF Serving
+            expects (``--model_base_path=path``); ``rk.load(path)`` then reads the highest.
+        serve_uint8: add a ``serve_uint8`` endpoint taking uint8 images 0-255.
 
     Returns:
         The :class:`ExportRecord` that was written.
@@ -218,29 +253,52 @@ def export(model, path, metadata=None, overwrite=False, record=None):
     >>> rec = rk.export(rk.models.small_cnn((8, 8, 1), width=4, dense=8), path,
     ...                 metadata={"threat_model": {"norm": "linf", "eps": 0.1}})
     >>> sorted(f for f in os.listdir(path) if not f.endswith(".pb"))
-    ['assets', 'robustkit.json', 'variables']
+    ['MODEL_CARD.md', 'assets', 'robustkit.json', 'variables']
     """
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise ValueError(f"`path` must be a folder path; got {path!r}.")
     path = os.path.abspath(os.fspath(path))
+    if version is not None:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"`version` must be an integer >= 1; got {version!r}.")
+        if os.path.isfile(os.path.join(path, METADATA_FILE)):
+            raise ValueError(f"`path` {path} holds an unversioned export; export elsewhere.")
+        path = os.path.join(path, str(version))
     if os.path.exists(path) and not overwrite:
         raise ValueError(f"`path` {path} already exists; pass overwrite=True to replace it.")
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"`path` {path} exists and is not a folder.")
     record = build_record(model, metadata, record)
+    if serve_uint8:
+        record = record.replace(endpoints=(*ENDPOINTS, "serve_uint8"))
     base = _base_model(model)
 
     def write(folder):
-        _write_savedmodel(base, folder, record.input_shape)
+        _write_savedmodel(base, folder, record.input_shape, record.bounds, uint8=serve_uint8)
         _write_metadata(record, folder)
 
     _replace_atomically(path, write)
     return record
 
 
-def read_record(path):
-    """Reads ``path/robustkit.json``; ``ValueError`` if ``path`` is not a robustkit export."""
+def resolve_path(path):
+    """``path``, or its highest numbered version folder when ``path`` holds versions."""
     path = os.fspath(path)
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, METADATA_FILE)):
+        versions = [
+            int(v)
+            for v in os.listdir(path)
+            if v.isdigit() and os.path.isfile(os.path.join(path, v, METADATA_FILE))
+        ]
+        if versions:
+            return os.path.join(path, str(max(versions)))
+    return path
+
+
+def read_record(path):
+    """Reads ``path/robustkit.json`` (or that of ``path``'s highest version folder);
+    ``ValueError`` if ``path`` is not a robustkit export."""
+    path = resolve_path(path)
     meta_path = os.path.join(path, METADATA_FILE)
     if not os.path.isdir(path) or not os.path.isfile(meta_path):
         raise ValueError(
@@ -263,16 +321,20 @@ def write_record(path, record):
     if not isinstance(record, ExportRecord):
         raise ValueError(f"`record` must be an ExportRecord; got {type(record).__name__}.")
     read_record(path)  # it must already be an export
-    final = os.path.join(os.fspath(path), METADATA_FILE)
-    fd, tmp = tempfile.mkstemp(prefix=".robustkit.json.", dir=os.fspath(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(record.to_json())
-        os.replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    path = resolve_path(path)
+    for name, text in (
+        (METADATA_FILE, record.to_json()),
+        (CARD_FILE, card_markdown(record, name=_card_name(path))),
+    ):
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=path)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, os.path.join(path, name))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
 
 
 def load_exported(path):
@@ -291,4 +353,4 @@ def load_exported(path):
     10
     """
     record = read_record(path)
-    return tf.saved_model.load(os.fspath(path)), record
+    return tf.saved_model.load(resolve_path(path)), record
