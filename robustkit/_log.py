@@ -19,13 +19,27 @@ import sys
 logger = logging.getLogger("robustkit")
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is at the time (so redirections capture it)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ assigns it; the property wins
+        pass
+
+
 def _ensure_handler():
+    # verbose output was asked for: pass INFO unless the program set a level itself
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
     if logger.handlers or logging.getLogger().handlers:
         return
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StdoutHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
     logger.propagate = False
 
 

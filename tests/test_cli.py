@@ -10,6 +10,8 @@ import pytest
 
 import robustkit as rk
 from robustkit import cli
+from robustkit.app import config as app_config
+from robustkit.cli.train import check_train_args
 
 
 def run_cli(argv, capsys):
@@ -45,12 +47,15 @@ def test_train_end_to_end_writes_loadable_export(trained):
     clean, robust = _accuracies(text)
     assert 30.0 < clean <= 100.0 and 0.0 <= robust <= clean  # one epoch learns something
     loaded, meta = rk.load(out)
-    assert meta["dataset"] == "digits" and meta["defense"] == "standard"
-    assert meta["threat_model"] == {"norm": "linf", "eps": 0.1}
-    assert meta["n_examples"] == 359 and meta["attack"].startswith("PGD-40")
-    assert meta["hyperparameters"]["epochs"] == 1 and meta["hyperparameters"]["train_steps"] == 10
-    assert round(100 * meta["clean_accuracy"], 1) == clean
-    assert round(100 * meta["robust_accuracy"], 1) == robust
+    assert meta.dataset == "digits" and meta.training.defense == "standard"
+    assert (meta.threat.norm, meta.threat.eps) == ("linf", 0.1)
+    assert meta.headline.n_examples == 359 and meta.headline.attack.startswith("PGD-40")
+    hp = meta.training.hyperparameters
+    assert hp["epochs"] == 1 and hp["train_steps"] == 10
+    assert round(100 * meta.clean_accuracy, 1) == clean
+    assert round(100 * meta.robust_accuracy, 1) == robust
+    assert meta.data.train_examples == 1438 and meta.data.test_examples == 359
+    assert "load_digits" in meta.data.source
     x, y = rk.data.load("digits", "test")
     assert loaded.serve(x[:3]).shape == (3, 10)
 
@@ -131,24 +136,51 @@ def test_defense_choices_come_from_the_registry(monkeypatch):
     monkeypatch.setitem(rk.objectives.REGISTRY, "my_defense", rk.objectives.AT)
     args = cli.build_parser().parse_args(["train", "--defense", "my_defense"])
     assert args.defense == "my_defense"
-    cli.check_train_args(args)
-    assert isinstance(args.objective, rk.objectives.AT)
-    assert args.out == os.path.join("saved_models", "digits_my_defense_linf")
+    plan = check_train_args(args)
+    assert isinstance(plan.objective, rk.objectives.AT)
+    assert plan.out == os.path.join("saved_models", "digits_my_defense_linf")
 
 
 def test_defaults_of_the_main_job():
-    args = cli.check_train_args(cli.build_parser().parse_args(["train"]))
-    assert (args.dataset, args.model, args.defense, args.norm) == (
-        "digits",
-        "small_cnn",
-        "standard",
-        "linf",
+    plan = check_train_args(cli.build_parser().parse_args(["train"]))
+    c = plan.config
+    assert (c.dataset, c.model, c.defense, c.norm) == ("digits", "small_cnn", "standard", "linf")
+    assert c.eps == 0.1 and c.steps == 10 and c.warmup_epochs >= 1 and c.seed == 0
+    assert plan.out == os.path.join("saved_models", "digits_at_linf")
+    assert plan.eval_attack.steps == 40 and plan.eval_attack.step_size == pytest.approx(0.025)
+
+
+def test_python_dash_m_robustkit(tmp_path):
+    """``python -m robustkit`` is the ``robustkit`` command."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "robustkit", "train", "--eps", "0"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        cwd=tmp_path,
+        timeout=300,
     )
-    assert args.eps == 0.1 and args.steps == 10 and args.warmup_epochs >= 1 and args.seed == 0
-    assert args.out == os.path.join("saved_models", "digits_at_linf")
-    assert args.eval_attack_obj.steps == 40 and args.eval_attack_obj.step_size == pytest.approx(
-        0.025
-    )
+    assert proc.returncode == 2 and "argument --eps" in proc.stderr
+
+
+def test_app_config_errors_name_the_setting():
+    """The application layer checks settings before any work, naming the CLI flag."""
+    from robustkit.app import ConfigError, TrainConfig
+
+    for kwargs, flag in [
+        ({"eps": 0}, "--eps"),
+        ({"epochs": 0}, "--epochs"),
+        ({"warmup_epochs": 5, "epochs": 2}, "--warmup-epochs"),
+        ({"norm": "l0"}, "--norm"),
+        ({"eval_attack": "cw"}, "--eval-attack"),
+        ({"defense": "wmim", "beta": 2.0}, "--beta"),
+        ({"model": "nope"}, "--model"),
+    ]:
+        with pytest.raises(ConfigError, match=f"argument {flag}"):
+            TrainConfig(**kwargs).resolve()
 
 
 def test_console_script_entry_point():
@@ -177,7 +209,7 @@ class _SwapClasses:
 def test_train_counts_outputs_outside_the_ball_as_robust(tmp_path, monkeypatch):
     """`robustkit train` prints and records the one evaluator's numbers."""
     swap = _SwapClasses()
-    monkeypatch.setattr(cli, "parse_attack", lambda *args, **kwargs: swap)
+    monkeypatch.setattr(app_config, "parse_attack", lambda *args, **kwargs: swap)
     out = str(tmp_path / "swap")
     buf = io.StringIO()
     with redirect_stdout(buf):
@@ -185,6 +217,6 @@ def test_train_counts_outputs_outside_the_ball_as_robust(tmp_path, monkeypatch):
         code = cli.main([*argv, "--steps", "2", "--out", out, "--quiet"])
     assert code == 0
     _, meta = rk.load(out)
-    assert meta["robust_accuracy"] == meta["clean_accuracy"] > 0.3
-    assert 0 < meta["outside_ball"] <= 100
-    assert f"({meta['outside_ball']} attack outputs outside the eps-ball" in buf.getvalue()
+    assert meta.robust_accuracy == meta.clean_accuracy > 0.3
+    assert 0 < meta.headline.outside_ball <= 100
+    assert f"({meta.headline.outside_ball} attack outputs outside the eps-ball" in buf.getvalue()

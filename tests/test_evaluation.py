@@ -166,7 +166,9 @@ def test_outside_the_ball_counts_as_robust_by_every_path(digits_model, test_set,
         metadata={"dataset": "digits", "threat_model": {"norm": "linf", "eps": 0.1}},
     )
     monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(cli, "parse_attack", lambda *args, **kwargs: cheat)
+    from robustkit.app import evaluate as app_evaluate
+
+    monkeypatch.setattr(app_evaluate, "parse_attack", lambda *args, **kwargs: cheat)
     try:
         import contextlib
         import io

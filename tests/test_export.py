@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import robustkit as rk
 
-export_module = importlib.import_module("robustkit.export")
+export_module = importlib.import_module("robustkit.export.savedmodel")
 
 
 def _tiny():
@@ -84,17 +84,19 @@ def test_pgd_attacks_the_reloaded_model(exported, digits_model, digits):
 def test_metadata_record(exported):
     path, record = exported
     with open(os.path.join(path, "robustkit.json")) as f:
-        meta = json.load(f)
-    assert meta == json.loads(json.dumps(record))
-    assert meta["dataset"] == "digits" and meta["input_shape"] == [8, 8, 1]
-    assert meta["num_classes"] == 10
-    assert meta["threat_model"] == {"norm": "linf", "eps": 0.1}
-    assert meta["clean_accuracy"] == 0.97 and meta["robust_accuracy"] == 0.1
-    assert meta["attack"].startswith("PGD-40") and meta["n_examples"] == 359
-    assert meta["robustkit_version"] == rk.__version__
-    assert meta["tensorflow_version"] == tf.__version__
-    assert meta["date"][:4].isdigit() and "T" in meta["date"]
-    assert meta["endpoints"] == ["serve", "serving_default"]
+        raw = json.load(f)
+    assert raw == json.loads(record.to_json()) and raw["format_version"] == 2
+    meta = export_module.read_record(path)
+    assert meta == record
+    assert meta.dataset == "digits" and meta.input_shape == [8, 8, 1]
+    assert meta.num_classes == 10
+    assert (meta.threat.norm, meta.threat.eps) == ("linf", 0.1)
+    assert meta.clean_accuracy == 0.97 and meta.robust_accuracy == 0.1
+    assert meta.headline.attack.startswith("PGD-40") and meta.headline.n_examples == 359
+    assert meta.versions["robustkit"] == rk.__version__
+    assert meta.versions["tensorflow"] == tf.__version__
+    assert meta.date[:4].isdigit() and "T" in meta.date
+    assert meta.endpoints == ("serve", "serving_default")
     # nothing but the export in the parent folder (the temporary folder was renamed)
     assert os.listdir(os.path.dirname(path)) == ["digits_cnn"]
 
@@ -103,14 +105,14 @@ def test_robust_model_exports_base_model_and_records_training():
     model = rk.RobustModel(
         _tiny(), objective=rk.objectives.TRADES(beta=3.0), attack=rk.attacks.PGD(eps=0.2, steps=7)
     )
-    meta = export_module.build_metadata(model, {"dataset": "digits"})
-    assert meta["defense"] == "trades" and meta["hyperparameters"] == {"beta": 3.0}
-    assert meta["threat_model"] == {"norm": "linf", "eps": 0.2}
-    assert meta["training_attack"]["config"]["steps"] == 7
-    assert meta["training_attack"]["config"]["loss"] == "kl"  # what training really ran
+    meta = export_module.build_record(model, {"dataset": "digits"})
+    assert meta.training.defense == "trades" and meta.training.hyperparameters == {"beta": 3.0}
+    assert (meta.threat.norm, meta.threat.eps) == ("linf", 0.2)
+    assert meta.training.attack["config"]["steps"] == 7
+    assert meta.training.attack["config"]["loss"] == "kl"  # what training really ran
     # caller's values win over the ones read off the model
-    meta = export_module.build_metadata(model, {"defense": "custom"})
-    assert meta["defense"] == "custom"
+    meta = export_module.build_record(model, {"defense": "custom"})
+    assert meta.training.defense == "custom"
 
 
 def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
@@ -139,12 +141,12 @@ def test_overwrite(tmp_path, monkeypatch):
     monkeypatch.undo()
     loaded, meta = rk.load(path)
     x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype("float32")
-    assert meta["dataset"] == "first"
+    assert meta.dataset == "first"
     np.testing.assert_array_equal(loaded.serve(x).numpy(), first(x).numpy())
     second = _tiny()
     rk.export(second, path, metadata={"dataset": "second"}, overwrite=True)
     loaded, meta = rk.load(path)
-    assert meta["dataset"] == "second"
+    assert meta.dataset == "second"
     np.testing.assert_array_equal(loaded.serve(x).numpy(), second(x).numpy())
     assert sorted(os.listdir(tmp_path)) == ["m"]
 
@@ -170,3 +172,139 @@ def test_bad_metadata_and_model(tmp_path):
     with pytest.raises(ValueError, match="`model`"):
         rk.export(lambda x: x, path)
     assert not os.path.exists(path)
+
+
+def test_version_1_records_are_read(tmp_path):
+    """A robustkit 0.1 robustkit.json (format_version 1) reads into the typed record."""
+    from robustkit.export import ExportRecord
+
+    v1 = {
+        "format": "robustkit.savedmodel",
+        "format_version": 1,
+        "dataset": "digits",
+        "input_shape": [8, 8, 1],
+        "input_dtype": "float32",
+        "input_range": [0.0, 1.0],
+        "num_classes": 10,
+        "threat_model": {"norm": "linf", "eps": 0.1},
+        "defense": "standard",
+        "hyperparameters": {"epochs": 15},
+        "training_attack": {"class_name": "PGD", "config": {"steps": 10}},
+        "clean_accuracy": 0.989,
+        "robust_accuracy": 0.855,
+        "attack": "PGD-40 (linf, eps=0.1, step=0.025)",
+        "n_examples": 359,
+        "endpoints": ["serve", "serving_default"],
+        "robustkit_version": "0.1.0",
+        "tensorflow_version": "2.21.0",
+        "keras_version": "3.15.1",
+        "date": "2026-12-01T10:00:00+00:00",
+        "model": "small_cnn",
+        "train_seconds": 8.0,
+    }
+    rec = ExportRecord.from_dict(v1)
+    assert rec.dataset == "digits" and rec.input_shape == [8, 8, 1] and rec.num_classes == 10
+    assert (rec.threat.norm, rec.threat.eps) == ("linf", 0.1)
+    assert rec.training.defense == "standard" and rec.training.seconds == 8.0
+    assert rec.training.attack == {"class_name": "PGD", "config": {"steps": 10}}
+    assert rec.clean_accuracy == 0.989 and rec.robust_accuracy == 0.855
+    assert rec.headline.n_examples == 359 and "no eps-ball check" in rec.headline.evaluator
+    assert rec.versions == {"robustkit": "0.1.0", "tensorflow": "2.21.0", "keras": "3.15.1"}
+    assert rec.extra == {"model": "small_cnn"}
+    again = ExportRecord.from_json(rec.to_json())  # written back as version 2
+    assert again == rec and json.loads(rec.to_json())["format_version"] == 2
+    with pytest.raises(ValueError, match="format_version 3"):
+        ExportRecord.from_dict({**v1, "format_version": 3})
+
+
+def test_headline_is_the_lowest_robust_accuracy():
+    from robustkit.export import ExportRecord, Measurement
+
+    rec = ExportRecord(input_shape=[8, 8, 1])
+    assert rec.headline is None and rec.robust_accuracy is None
+    rec = rec.with_measurement(Measurement("PGD-40", 0.98, 0.85, 359))
+    rec = rec.with_measurement(Measurement("AA", 0.98, 0.80, 359))
+    rec = rec.with_measurement(Measurement("FGSM", 0.98, 0.90, 359))
+    assert rec.headline.attack == "AA" and rec.robust_accuracy == 0.80
+    with pytest.raises(ValueError, match="robust_accuracy"):
+        Measurement("PGD-40", 0.98, 85.0, 359)  # a percentage, not a fraction
+
+
+def test_serving_layout_logits_name_uint8_and_saved_model_cli(tmp_path, digits_model, digits):
+    """``export(..., version=N, serve_uint8=True)``: the TF Serving layout, an output named
+    ``logits``, a 0-255 endpoint, and ``saved_model_cli show``/``run`` work on it."""
+    import subprocess
+    import sys
+
+    base = str(tmp_path / "served")
+    rec1 = rk.export(
+        digits_model, base, version=1, serve_uint8=True, metadata={"dataset": "digits"}
+    )
+    rk.export(digits_model, base, version=2, metadata={"dataset": "digits"})
+    assert sorted(os.listdir(base)) == ["1", "2"]
+    assert "serve_uint8" in rec1.endpoints
+    loaded, rec = rk.load(base)  # the highest version
+    assert rec.endpoints == ("serve", "serving_default")
+    loaded1 = tf.saved_model.load(os.path.join(base, "1"))
+    x = digits[2][:4]
+    expected = digits_model(x).numpy()
+    out = loaded1.signatures["serving_default"](images=tf.constant(x))
+    assert list(out) == ["logits"]
+    np.testing.assert_allclose(out["logits"].numpy(), expected, atol=1e-5)
+    x8 = np.round(x * 255).astype("uint8")
+    out8 = loaded1.signatures["serve_uint8"](images=tf.constant(x8))["logits"].numpy()
+    np.testing.assert_allclose(out8, digits_model(x8.astype("float32") / 255).numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="`version`"):
+        rk.export(digits_model, base, version=0)
+
+    cli = [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    show = subprocess.run(
+        [*cli, "show", "--dir", os.path.join(base, "1"), "--all"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert show.returncode == 0, show.stderr[-2000:]
+    assert "serving_default" in show.stdout and "outputs['logits']" in show.stdout
+    assert "serve_uint8" in show.stdout and "DT_UINT8" in show.stdout
+    np.save(tmp_path / "x.npy", x[:2])
+    run = subprocess.run(
+        [*cli, "run", "--dir", os.path.join(base, "1"), "--tag_set", "serve",
+         "--signature_def", "serving_default", "--inputs", f"images={tmp_path / 'x.npy'}",
+         "--outdir", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "logits.npy"), expected[:2], atol=1e-5)
+
+
+def test_model_card_is_written_and_updated(tmp_path, digits_model):
+    from robustkit.export import Measurement, read_record, write_record
+
+    path = str(tmp_path / "carded")
+    rk.export(
+        digits_model,
+        path,
+        metadata={
+            "dataset": "digits",
+            "threat_model": {"norm": "linf", "eps": 0.1},
+            "defense": "standard",
+            "clean_accuracy": 0.97,
+            "robust_accuracy": 0.8,
+            "attack": "PGD-40",
+            "n_examples": 359,
+        },
+    )
+    with open(os.path.join(path, "MODEL_CARD.md")) as f:
+        card = f.read()
+    assert card.startswith("# Model card: carded")
+    assert "L∞ ball of radius 0.1" in card and "| PGD-40 | 359 | 97.0 % | 80.0 % ± 4.1 |" in card
+    assert "AutoAttack, the field's standard check, has not been run" in card
+    assert "Gradient-masking checks" in card and "Not run" in card
+    rec = read_record(path).with_measurement(Measurement("AA", 0.97, 0.75, 359))
+    write_record(path, rec)
+    with open(os.path.join(path, "MODEL_CARD.md")) as f:
+        card = f.read()
+    assert "| AA | 359 | 97.0 % | 75.0 % ± 4.5 |" in card
+    assert "**75.0 %** robust accuracy under AA" in card
+    assert "has not been run" not in card
+    assert read_record(path).robust_accuracy == 0.75

@@ -45,7 +45,7 @@ from robustkit.models.adapter import as_logits_fn
 
 # ------------------------------------------------------------------- models
 def resolve_model(model_or_path, argname="model_or_path"):
-    """``(model, metadata, name)`` for an export path, a RobustModel (its ``base_model``), a
+    """``(model, record, name)`` for an export path, a RobustModel (its ``base_model``), a
     Keras model or layer, or a callable returning logits; ``ValueError`` naming ``argname``.
 
     Example:
@@ -62,42 +62,40 @@ def resolve_model(model_or_path, argname="model_or_path"):
                 "(a SavedModel folder with robustkit.json) or a model."
             )
         try:
-            model, metadata = load_exported(path)
+            model, record = load_exported(path)
         except ValueError as e:
             raise ValueError(f"`{argname}`: {e}") from None
-        return model, metadata, os.path.basename(os.path.normpath(path))
+        return model, record, os.path.basename(os.path.normpath(path))
     base = getattr(model_or_path, "base_model", None)
     if isinstance(model_or_path, keras.Model) and isinstance(base, keras.Model):
-        return base, {}, getattr(model_or_path, "name", None) or base.name
+        return base, None, getattr(model_or_path, "name", None) or base.name
     if isinstance(model_or_path, keras.layers.Layer):
-        return model_or_path, {}, model_or_path.name
+        return model_or_path, None, model_or_path.name
     if callable(model_or_path) or hasattr(model_or_path, "serve"):
         name = getattr(model_or_path, "name", None) or getattr(model_or_path, "__name__", None)
-        return model_or_path, {}, name if isinstance(name, str) else type(model_or_path).__name__
+        return model_or_path, None, name if isinstance(name, str) else type(model_or_path).__name__
     raise ValueError(
         f"`{argname}` must be a Keras model, a RobustModel, a callable returning logits "
         f"or the path of a robustkit export; got {type(model_or_path).__name__}."
     )
 
 
-def metadata_value(metadata, key):
-    """``metadata[key]``, else ``metadata["threat_model"][key]``, else the first
-    ``metadata[...][key]`` one level down, else None.
+def export_threat(record):
+    """``(norm, eps, dataset)`` of an :class:`~robustkit.export.ExportRecord` (``None`` parts
+    where it records nothing, or for ``record=None``: a model that is not an export).
 
     Example:
 
-    >>> metadata_value({"threat_model": {"norm": "l2", "eps": 0.5}}, "eps")
-    0.5
+    >>> from robustkit.export import ExportRecord, ThreatRecord
+    >>> export_threat(ExportRecord(input_shape=[8, 8, 1], threat=ThreatRecord("l2", 0.5)))
+    ('l2', 0.5, None)
     """
-    if metadata.get(key) is not None:
-        return metadata[key]
-    threat = metadata.get("threat_model")
-    if isinstance(threat, dict) and threat.get(key) is not None:
-        return threat[key]
-    for value in metadata.values():
-        if isinstance(value, dict) and key in value:
-            return value[key]
-    return None
+    if record is None:
+        return None, None, None
+    threat = record.threat
+    if threat is None:
+        return None, None, record.dataset
+    return threat.norm, threat.eps, record.dataset
 
 
 def predict_logits(fn, x, batch_size):
@@ -314,7 +312,7 @@ __all__ = [
     "Measurement",
     "ball_of",
     "measure",
-    "metadata_value",
+    "export_threat",
     "predict_logits",
     "resolve_model",
     "robust_at_radius",

@@ -29,12 +29,11 @@ from robustkit._validation import check_int, check_labels, check_positive
 from robustkit.data import as_arrays
 from robustkit.evaluation import masking
 from robustkit.evaluation import suites as suites_lib
-from robustkit.evaluation._measure import measure, metadata_value, resolve_model
+from robustkit.evaluation._measure import export_threat, measure, resolve_model
 from robustkit.evaluation.report import Report
 from robustkit.models.adapter import as_logits_fn
 
 #: robustkit.json keys that hold the threat model (searched top level and one level down)
-_META_KEYS = ("eps", "norm", "dataset")
 
 
 # ----------------------------------------------------------------- evaluate
@@ -66,7 +65,7 @@ def _named_attacks(suite, eps, surrogate, batch_size, seed):
     return named
 
 
-def _suite_norm(suite, metadata):
+def _suite_norm(suite, record):
     if isinstance(suite, str):
         return suites_lib.SUITE_NORMS.get(suite.lower())
     attacks = suite.values() if isinstance(suite, dict) else suite
@@ -74,7 +73,7 @@ def _suite_norm(suite, metadata):
     norms.discard(None)
     if len(norms) == 1:
         return norms.pop()
-    meta_norm = metadata_value(metadata, "norm")
+    meta_norm = export_threat(record)[0]
     return meta_norm if meta_norm in threat_lib.NORMS else "linf"
 
 
@@ -170,7 +169,7 @@ def evaluate(
         )
     elif not isinstance(suite, dict):
         suite = list(suite)  # a generator is read twice below
-    model, metadata, default_name = resolve_model(model_or_path)
+    model, record, default_name = resolve_model(model_or_path)
     if surrogate is not None:
         surrogate = resolve_model(surrogate, "surrogate")[0]
     x, y = as_arrays(data, n)
@@ -180,10 +179,10 @@ def evaluate(
         raise ValueError(f"`model_or_path` must return logits (batch, classes); got {probe.shape}.")
     check_labels(y, n=len(x), num_classes=int(probe.shape[-1]), name="data labels")
 
-    dataset = dataset or metadata_value(metadata, "dataset")
-    norm = _suite_norm(suite, metadata)
+    meta_norm, meta_eps, meta_dataset = export_threat(record)
+    dataset = dataset or meta_dataset
+    norm = _suite_norm(suite, record)
     if eps is None:
-        meta_eps, meta_norm = metadata_value(metadata, "eps"), metadata_value(metadata, "norm")
         if meta_eps is not None and (meta_norm is None or str(meta_norm).lower() == norm):
             eps = check_positive(meta_eps, "eps (from robustkit.json)")
         else:
@@ -244,6 +243,8 @@ def evaluate(
         black_box=suite == "blackbox",
         metadata={
             "clean_seconds": found.clean_seconds,
-            "export": {k: metadata_value(metadata, k) for k in _META_KEYS} if metadata else {},
+            "export": {}
+            if record is None
+            else {"eps": meta_eps, "norm": meta_norm, "dataset": meta_dataset},
         },
     )

@@ -39,7 +39,7 @@ from robustkit._validation import check_choice, check_int, check_positive
 from robustkit.attacks import FGSM, PGD
 from robustkit.data import as_arrays
 from robustkit.evaluation._measure import (
-    metadata_value,
+    export_threat,
     predict_logits,
     resolve_model,
     robust_at_radius,
@@ -335,13 +335,13 @@ def check_gradient_masking(
     if eps is not None:
         eps = check_positive(eps, "eps")
     n = check_int(n, "n")
-    model, metadata, _ = resolve_model(model, "model")
+    model, record, _ = resolve_model(model, "model")
     if surrogate is not None:
         surrogate = resolve_model(surrogate, "surrogate")[0]
     x, y = as_arrays(data, n)
     fn = as_logits_fn(model)
     if eps is None:
-        eps = threat_lib.default_eps(norm, metadata_value(metadata, "dataset"), x.shape[1:])
+        eps = threat_lib.default_eps(norm, export_threat(record)[2], x.shape[1:])
     correct = np.argmax(predict_logits(fn, x, batch_size), axis=-1) == y
     return run_checks(
         model,

@@ -7,12 +7,24 @@ Example:
 (None, 10)
 """
 
+from robustkit.models.adapter import as_logits_fn
+from robustkit.models.contract import check_logits, logits_of, with_normalization
 from robustkit.models.resnet import preact_resnet18, resnet18
 from robustkit.models.small import small_cnn
 from robustkit.models.vgg import vgg19
 from robustkit.models.wrn import wide_resnet
 
-__all__ = ["small_cnn", "resnet18", "preact_resnet18", "vgg19", "wide_resnet"]
+__all__ = [
+    "as_logits_fn",
+    "check_logits",
+    "logits_of",
+    "preact_resnet18",
+    "resnet18",
+    "small_cnn",
+    "vgg19",
+    "wide_resnet",
+    "with_normalization",
+]
 from robustkit.models.autoencoders import (
     AdversarialAutoencoder,
     adversarial_autoencoder,

@@ -29,7 +29,8 @@ def single_output(out):
     elif isinstance(out, (list, tuple)):
         if len(out) != 1:
             raise ValueError(
-                f"`model` returned {len(out)} outputs; an attack needs exactly one output of logits."
+                f"`model` returned {len(out)} outputs; an attack needs exactly one output "
+                "of logits."
             )
         out = out[0]
     return tf.cast(out, tf.float32)
