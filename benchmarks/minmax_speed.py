@@ -191,7 +191,7 @@ def main():
         "the speed-up can never exceed `(o + w) / w` (batched ms per example-step = w + o / batch).",
         "",
     ]
-    for name, n, b, s, r, params, _, adam, _ in rows:
+    for name, n, b, s, _r, params, _, adam, _ in rows:
         wb, ws = 1e3 / (b * args.steps), 1e3 / (s * args.steps)
         w = max((wb - ws / n) / (1.0 - 1.0 / n), 1e-9) if n > 1 else wb  # batched = w + o / n
         lines.append(

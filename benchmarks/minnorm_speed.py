@@ -39,10 +39,8 @@ def in_batches(fn, x, y, batch):
 
 def stats(model, x, y, x_adv):
     """Success rate over clean-correct examples and L2 norms of the successes."""
-    pred = (
-        lambda t: np.concatenate(
-            [np.argmax(model(t[i : i + 500], training=False), -1) for i in range(0, len(t), 500)]
-        )
+    pred = lambda t: np.concatenate(
+        [np.argmax(model(t[i : i + 500], training=False), -1) for i in range(0, len(t), 500)]
     )
     ok = pred(x) == y
     real = np.abs(x_adv).reshape(len(x), -1).max(1) > 0

@@ -468,7 +468,8 @@ def main():
     path = write_table(args, results, time.time() - t0)
     if path:
         print(f"wrote {os.path.relpath(path, C.REPO)}")
-    print(open(path).read() if path else "")
+        with open(path) as f:
+            print(f.read())
 
 
 if __name__ == "__main__":

@@ -40,8 +40,8 @@ def check_images(x, name="x", rank=4, bounds=(0.0, 1.0)):
     dtype = tf.as_dtype(dtype)
     if not dtype.is_floating:
         raise ValueError(
-            f"`{name}` must be floating point in [{bounds[0]:g}, {bounds[1]:g}]; got dtype {dtype.name}. "
-            "Convert with `x.astype('float32') / 255.0`."
+            f"`{name}` must be floating point in [{bounds[0]:g}, {bounds[1]:g}]; got dtype "
+            f"{dtype.name}. Convert with `x.astype('float32') / 255.0`."
         )
     if arr is None:
         return x
@@ -75,9 +75,8 @@ def check_labels(y, n=None, num_classes=None, name="y"):
         )
     if arr is None:
         return y
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.mod(arr, 1) == 0):
-            raise ValueError(f"`{name}` must hold integer class labels; got {arr.dtype}.")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer) and not np.all(np.mod(arr, 1) == 0):
+        raise ValueError(f"`{name}` must hold integer class labels; got {arr.dtype}.")
     if arr.size and arr.min() < 0:
         raise ValueError(f"`{name}` has a negative label ({int(arr.min())}).")
     if num_classes is not None and arr.size and arr.max() >= num_classes:

@@ -121,7 +121,8 @@ def reconstruction(x, recon):
     Example:
 
     >>> import numpy as np
-    >>> float(reconstruction(np.zeros((1, 2, 2, 1), "float32"), np.full((1, 2, 2, 1), 0.5, "float32"))[0])
+    >>> x = np.zeros((1, 2, 2, 1), "float32")
+    >>> float(reconstruction(x, x + 0.5)[0])
     1.0
     """
     x, recon = _f32(x), _f32(recon)

@@ -30,7 +30,7 @@ def _resnet18_count(c=64, c_in=3, classes=10):
     prev = c
     for stage in range(4):
         width = c * 2**stage
-        for block in range(2):
+        for _block in range(2):
             total += _conv(3, prev, width) + _bn(width) + _conv(3, width, width) + _bn(width)
             if prev != width:  # projection shortcut: 1x1 conv + BN
                 total += _conv(1, prev, width) + _bn(width)
@@ -43,7 +43,7 @@ def _preact_resnet18_count(c=64, c_in=3, classes=10):
     prev = c
     for stage in range(4):
         width = c * 2**stage
-        for block in range(2):
+        for _block in range(2):
             total += _bn(prev) + _conv(3, prev, width) + _bn(width) + _conv(3, width, width)
             if prev != width:  # 1x1 conv shortcut, no BN
                 total += _conv(1, prev, width)
@@ -65,7 +65,7 @@ def _wrn_count(depth, k, c_in=3, classes=10):
     total, prev = _conv(3, c_in, 16), 16
     for group in range(3):
         width = 16 * k * 2**group
-        for block in range(n):
+        for _block in range(n):
             total += _bn(prev) + _conv(3, prev, width) + _bn(width) + _conv(3, width, width)
             if prev != width:
                 total += _conv(1, prev, width)
@@ -130,7 +130,7 @@ def test_cifar_stem_keeps_resolution():
     model = rk.models.resnet18(base_filters=4)
     assert model.get_layer("stem_conv").kernel_size == (3, 3)
     assert model.get_layer("stem_conv").strides == (1, 1)
-    assert not any(isinstance(l, keras.layers.MaxPooling2D) for l in model.layers)
+    assert not any(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers)
     assert tuple(model.get_layer("stage1_block2_out").output.shape) == (None, 32, 32, 4)
     assert tuple(model.get_layer("stage4_block2_out").output.shape) == (None, 4, 4, 32)
 

@@ -24,7 +24,8 @@ and run the model through ``model_fn`` only (which runs it in inference mode).
 Example:
 
 >>> import numpy as np, keras, robustkit as rk
->>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+>>> model = keras.Sequential(
+...     [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
 >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype("float32")
 >>> x_adv = rk.attacks.FGSM(eps=0.1)(model, x, np.array([0, 1, 2, 3]))
 >>> x_adv.shape, rk.attacks.PGD.supported_norms

@@ -109,8 +109,8 @@ def estimate_mi(
     Args:
         x, z: arrays with the same number of rows (extra axes are flattened).
         bound: ``"mine"`` (DV with MINE's moving-average gradient correction,
-            moving-average decay 0.9; default), ``"dv"``, ``"nwj"``, ``"jsd"`` (Deep InfoMax surrogate for
-            training, read out with DV) or ``"infonce"`` (capped at
+            moving-average decay 0.9; default), ``"dv"``, ``"nwj"``, ``"jsd"`` (Deep InfoMax
+            surrogate for training, read out with DV) or ``"infonce"`` (capped at
             ``log(batch_size)``).
         steps: Adam steps (default 1500).
         batch_size: pairs per step; the B(B-1) off-diagonal pairs are the
