@@ -11,6 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SLOW_DOCTESTS = (
     "robustkit.training",
     "robustkit.callbacks",
+    "robustkit.namid.pipeline",
+    "robustkit.namid.stage2.train_namid_estimators",
 )
 
 

@@ -6,9 +6,9 @@ Example:
 >>> from robustkit.estimators import estimate_mi
 >>> rng = np.random.default_rng(0)
 >>> x = rng.normal(size=(4000, 2)).astype("float32")
->>> z = (0.8 * x + 0.6 * rng.normal(size=x.shape)).astype("float32")
->>> mi = estimate_mi(x, z, steps=300, batch_size=256)   # true: -log(1 - 0.64) = 1.02
->>> 0.7 < mi < 1.2
+>>> z = (0.5 * x + 0.75**0.5 * rng.normal(size=x.shape)).astype("float32")
+>>> mi = estimate_mi(x, z, steps=300, batch_size=256)   # true: -log(1 - 0.25) = 0.288
+>>> 0.15 < mi < 0.288       # a lower bound: ~20 % low after 300 steps
 True
 
 A critic (:mod:`robustkit.estimators.critics`) is trained on 80 % of the pairs to

@@ -24,8 +24,8 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, width=32, dense=128, name
     Example:
 
     >>> m = small_cnn((8, 8, 1))
-    >>> m.layers[0].__class__.__name__
-    'Conv2D'
+    >>> [layer.__class__.__name__ for layer in m.layers[:2]]
+    ['InputLayer', 'Conv2D']
     """
     if len(tuple(input_shape)) != 3:
         raise ValueError(f"`input_shape` must be (H, W, C); got {input_shape!r}.")
