@@ -316,7 +316,9 @@ def run_active(step, active, best, steps, *, unrolled=False, chunk=WHILE_CHUNK):
     def body(k, s):
         act, b = s
         act, keep, b = step(k, act, b)
-        return compact(act, keep), b
+        # copying every state tensor costs a pass over memory: only when a row leaves
+        act = tf.cond(tf.reduce_all(keep), lambda: act, lambda: compact(act, keep))
+        return act, b
 
     def has_active(s):
         return tf.size(s[0][0]) > 0
@@ -330,6 +332,41 @@ def run_active(step, active, best, steps, *, unrolled=False, chunk=WHILE_CHUNK):
         chunk=chunk,
         guard=True,
     )
+
+
+def ranked_targets(logits, rank):
+    """Per example, the class with the ``rank``-th largest logit (rank 1 = the top class).
+
+    ``rank`` may be a Python int or a scalar int tensor (e.g. a loop counter).
+
+    Example:
+
+    >>> import numpy as np
+    >>> ranked_targets(np.array([[0.1, 3.0, 2.0]], "float32"), 2).numpy().tolist()
+    [2]
+    """
+    top = tf.math.top_k(tf.convert_to_tensor(logits), k=rank).indices
+    return tf.cast(tf.gather(top, rank - 1, axis=1), tf.int64)
+
+
+def first_in_group(mask, groups, num_groups):
+    """``mask`` restricted to the first row (lowest position) of each group where it holds.
+
+    ``groups`` (int, shape (N,)) names each row's group in ``[0, num_groups)``; used where
+    several rows (e.g. one per target class) stand for one example and at most one may be
+    written back.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> first_in_group(tf.constant([False, True, True, True]), tf.constant([0, 0, 0, 1]), 2)
+    <tf.Tensor: shape=(4,), dtype=bool, numpy=array([False,  True, False,  True])>
+    """
+    groups = tf.cast(groups, tf.int32)
+    n = tf.shape(mask)[0]
+    pos = tf.where(mask, tf.range(n), n)
+    first = tf.math.unsorted_segment_min(pos, groups, num_groups)
+    return tf.logical_and(mask, tf.equal(tf.gather(first, groups), tf.range(n)))
 
 
 def per_example_shape(x):
@@ -346,8 +383,10 @@ __all__ = [
     "active_indices",
     "check_loop",
     "compact",
+    "first_in_group",
     "gather",
     "per_example_shape",
+    "ranked_targets",
     "resolve_jit",
     "run_active",
     "run_loop",
