@@ -31,6 +31,10 @@ import os
 import sys
 import time
 
+# OpenMP threads that spin-wait lose badly on a shared machine (a torch fwd+bwd measured
+# 20x slower at load 6); passive waiting is the reference's best setting here
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C
 import numpy as np
@@ -47,7 +51,10 @@ SETTINGS = {
 def predict(model, x, batch_size=500):
     """Logits (numpy) of ``model`` in inference mode, in batches."""
     return np.concatenate(
-        [np.asarray(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
+        [
+            np.asarray(model(x[i : i + batch_size], training=False))
+            for i in range(0, len(x), batch_size)
+        ]
     )
 
 
@@ -168,8 +175,9 @@ def run_torchattacks(net, x, y, eps, seed):
 
     import _torch_port as P
 
-    atk = torchattacks.AutoAttack(net, norm="Linf", eps=eps, version="standard", n_classes=10,
-                                  seed=seed)
+    atk = torchattacks.AutoAttack(
+        net, norm="Linf", eps=eps, version="standard", n_classes=10, seed=seed
+    )
     xt, yt = P.nchw(x), torch.from_numpy(y.astype("int64"))
     t0 = time.perf_counter()
     adv = atk(xt, yt)
@@ -235,15 +243,19 @@ def main():
                 acc = pipe.stage(s)
                 sec = time.perf_counter() - t0
                 rows[(pipe.name, s)] = (sec, acc, load)
-                print(f"[{rep}] {pipe.name:>9} {s:>7}: {sec:7.1f} s, robust {100 * acc:.2f} % "
-                      f"(load {load:.2f})", flush=True)
+                print(
+                    f"[{rep}] {pipe.name:>9} {s:>7}: {sec:7.1f} s, robust {100 * acc:.2f} % "
+                    f"(load {load:.2f})",
+                    flush=True,
+                )
         runs.append(rows)
     ta = None
     if not args.no_torchattacks:
         load = os.getloadavg()[0]
         ta = run_torchattacks(net, x, y, eps, args.seed) + (load,)
-        print(f"torchattacks AutoAttack: {ta[1]:.1f} s, robust {100 * ta[0]:.2f} % "
-              f"(load {ta[2]:.2f})")
+        print(
+            f"torchattacks AutoAttack: {ta[1]:.1f} s, robust {100 * ta[0]:.2f} % (load {ta[2]:.2f})"
+        )
     write(args, n, eps, clean, stages, runs, ta, gap)
 
 
@@ -258,18 +270,38 @@ def write(args, n, eps, clean, stages, runs, ta, gap):
         loads = [r[(k, s)][2] for r in runs for k in ("robustkit", "reference")]
         tot["robustkit"] += t_rk
         tot["reference"] += t_ref
-        table.append([s.upper(), f"{t_rk:.1f}", f"{t_ref:.1f}", f"{t_ref / t_rk:.2f}x",
-                      f"{100 * a_rk:.2f}", f"{100 * a_ref:.2f}", f"{min(loads):.1f}-{max(loads):.1f}"])
-    table.append(["**total**", f"**{tot['robustkit']:.1f}**", f"**{tot['reference']:.1f}**",
-                  f"**{tot['reference'] / tot['robustkit']:.2f}x**", "", "", ""])
+        table.append(
+            [
+                s.upper(),
+                f"{t_rk:.1f}",
+                f"{t_ref:.1f}",
+                f"{t_ref / t_rk:.2f}x",
+                f"{100 * a_rk:.2f}",
+                f"{100 * a_ref:.2f}",
+                f"{min(loads):.1f}-{max(loads):.1f}",
+            ]
+        )
+    table.append(
+        [
+            "**total**",
+            f"**{tot['robustkit']:.1f}**",
+            f"**{tot['reference']:.1f}**",
+            f"**{tot['reference'] / tot['robustkit']:.2f}x**",
+            "",
+            "",
+            "",
+        ]
+    )
     model_line = {
         "mnist": "small CNN (16/32 filters, 64 dense units), PGD-AT on 20,000 MNIST training "
         "images (L-inf 0.3, 10-step PGD, 3 epochs)",
         "cifar10": "ResNet-18 with 16 base filters, PGD-AT on the 9,000 training images of the "
         "local CIFAR-10 file (L-inf 8/255, 5-step PGD, 5 epochs)",
     }[args.dataset]
-    cmd = (f"python benchmarks/autoattack_vs_reference.py --dataset {args.dataset} --n {n} "
-           f"--repeats {args.repeats}" + ("" if len(stages) == 4 else f" --stages {','.join(stages)}"))
+    cmd = (
+        f"python benchmarks/autoattack_vs_reference.py --dataset {args.dataset} --n {n} "
+        f"--repeats {args.repeats}" + ("" if len(stages) == 4 else f" --stages {','.join(stages)}")
+    )
     lines = [
         f"# AutoAttack standard on {args.dataset}: robustkit vs the reference (pyautoattack 0.2.0)",
         "",
@@ -286,8 +318,15 @@ def write(args, n, eps, clean, stages, runs, ta, gap):
         "robustkit's compiled functions were traced on 2 images before timing.",
         "",
         C.markdown_table(
-            ["stage", "robustkit (s)", "reference (s)", "speed-up", "robustkit robust (%)",
-             "reference robust (%)", "1-min load"],
+            [
+                "stage",
+                "robustkit (s)",
+                "reference (s)",
+                "speed-up",
+                "robustkit robust (%)",
+                "reference robust (%)",
+                "1-min load",
+            ],
             table,
         ),
         "",
@@ -295,13 +334,14 @@ def write(args, n, eps, clean, stages, runs, ta, gap):
     if ta is not None:
         lines += [
             f"torchattacks 3.5.1 `AutoAttack(version='standard')`: {ta[1]:.1f} s, robust "
-            f"accuracy {100 * ta[0]:.2f} % (load {ta[2]:.1f}). Its \"standard\" runs APGD, "
+            f'accuracy {100 * ta[0]:.2f} % (load {ta[2]:.1f}). Its "standard" runs APGD, '
             "APGD-T and FAB with 10 iterations instead of 100 and rescales Square's p "
             "schedule, so it is a weaker and cheaper evaluation than AutoAttack standard.",
             "",
         ]
-    path = C.write_result(args.name or f"autoattack_{args.dataset}", "\n".join(lines),
-                          enabled=not args.no_write)
+    path = C.write_result(
+        args.name or f"autoattack_{args.dataset}", "\n".join(lines), enabled=not args.no_write
+    )
     if path:
         print(f"wrote {os.path.relpath(path, C.REPO)}")
 

@@ -292,7 +292,7 @@ def test_config_round_trip(make):
         (lambda: rk.attacks.APGD(steps=0), "steps"),
         (lambda: rk.attacks.APGD(loss="hinge"), "loss"),
         (lambda: rk.attacks.APGD(rho=1.5), "rho"),
-        (lambda: rk.attacks.APGD(norm="l1"), "norm"),
+        (lambda: rk.attacks.APGD(norm="l0"), "norm"),  # L1 is supported since APGD-L1
         (lambda: rk.attacks.APGD(eot_iter=0), "eot_iter"),
         (lambda: rk.attacks.APGDT(n_target_classes=0), "n_target_classes"),
         (lambda: rk.attacks.FAB(eps=-1.0), "eps"),

@@ -289,10 +289,12 @@ class APGD(Attack):
         batch = tf.shape(idx)[0]
         eta = tf.fill([batch], (1.0 if l1 else 2.0) * self.eps)
         state = dict(
-            x0=x0, y=y_a, t=t_a, x=start, x_prev=start, grad=grad, loss=loss,
+            x0=x0, y=y_a, t=t_a, x=start, x_prev=start, grad=grad, loss=tf.zeros([batch]),
             x_max=start, grad_max=grad, loss_max=loss, eta=eta,
             count=tf.zeros([batch]), loss_ckpt=loss, halved=tf.ones([batch], tf.bool),
         )  # fmt: skip
+        # "loss" is the previous iterate's loss, against which condition 1 counts rises; the
+        # reference compares the first step's loss with 0 (its loss history starts zeroed)
         if l1:
             state.update(sparsity=tf.fill([batch], 0.2), sp_old=tf.fill([batch], float(n_coords)))
         is_ckpt, gap = self._schedule()

@@ -145,7 +145,11 @@ class Square(Attack):
     def perturb(self, model_fn, x, y):
         """Graph-safe Square Attack: returns ``x_adv`` for tensors ``x``, ``y``."""
         y = tf.cast(y, tf.int64)
-        model_fn_ng = lambda t: tf.stop_gradient(model_fn(tf.stop_gradient(t)))
+
+        def model_fn_ng(t):  # logits of a known rank, even from a numpy_function model
+            out = tf.stop_gradient(model_fn(tf.stop_gradient(t)))
+            return tf.reshape(out, [tf.shape(t)[0], -1])
+
         m0 = margin(model_fn_ng(x), y)
         # the tracker maximises: score = fallback = -margin; success = margin <= 0
         best = self._tracker.init(x, m0 <= 0, -m0)
