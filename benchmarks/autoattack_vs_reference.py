@@ -125,10 +125,9 @@ class ReferencePipeline:
     name = "reference"
 
     def __init__(self, net, x, y, eps, batch_size, seed):
+        import _torch_port as P
         import torch
         from pyautoattack import AutoAttack
-
-        import _torch_port as P
 
         self.torch, self.P = torch, P
         self.net, self.bs = net, batch_size
@@ -170,10 +169,9 @@ class ReferencePipeline:
 
 
 def run_torchattacks(net, x, y, eps, seed):
+    import _torch_port as P
     import torch
     import torchattacks
-
-    import _torch_port as P
 
     atk = torchattacks.AutoAttack(
         net, norm="Linf", eps=eps, version="standard", n_classes=10, seed=seed
@@ -260,7 +258,7 @@ def main():
 
 
 def write(args, n, eps, clean, stages, runs, ta, gap):
-    med = lambda v: float(np.median(v))  # noqa: E731
+    med = lambda v: float(np.median(v))
     table, tot = [], {"robustkit": 0.0, "reference": 0.0}
     for s in stages:
         t_rk = med([r[("robustkit", s)][0] for r in runs])
