@@ -11,7 +11,12 @@ import pytest
 import tensorflow as tf
 
 import robustkit as rk
-from robustkit.attacks.apgd import halving, l1_checkpoints, l1_sparsity_update, step_checkpoints
+from robustkit.attacks.apgd_schedule import (
+    halving,
+    l1_checkpoints,
+    l1_sparsity_update,
+    step_checkpoints,
+)
 from robustkit.attacks.fab import project_hyperplane_box
 from robustkit.attacks.square import margin
 from robustkit.losses import dlr, dlr_targeted

@@ -349,26 +349,6 @@ def ranked_targets(logits, rank):
     return tf.cast(tf.gather(top, rank - 1, axis=1), tf.int64)
 
 
-def first_in_group(mask, groups, num_groups):
-    """``mask`` restricted to the first row (lowest position) of each group where it holds.
-
-    ``groups`` (int, shape (N,)) names each row's group in ``[0, num_groups)``; used where
-    several rows (e.g. one per target class) stand for one example and at most one may be
-    written back.
-
-    Example:
-
-    >>> import tensorflow as tf
-    >>> first_in_group(tf.constant([False, True, True, True]), tf.constant([0, 0, 0, 1]), 2)
-    <tf.Tensor: shape=(4,), dtype=bool, numpy=array([False,  True, False,  True])>
-    """
-    groups = tf.cast(groups, tf.int32)
-    n = tf.shape(mask)[0]
-    pos = tf.where(mask, tf.range(n), n)
-    first = tf.math.unsorted_segment_min(pos, groups, num_groups)
-    return tf.logical_and(mask, tf.equal(tf.gather(first, groups), tf.range(n)))
-
-
 def per_example_shape(x):
     """``[-1, 1, 1, ...]``: reshapes a (B,) vector to broadcast against ``x``."""
     return [-1] + [1] * (x.shape.rank - 1)
@@ -383,7 +363,6 @@ __all__ = [
     "active_indices",
     "check_loop",
     "compact",
-    "first_in_group",
     "gather",
     "per_example_shape",
     "ranked_targets",
