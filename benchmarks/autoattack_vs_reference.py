@@ -2,8 +2,9 @@
 
 Run by hand (not by the tests); needs the ``bench`` extra (CPU torch first)::
 
-    pip install torch==2.13.0            # the CPU wheel
-    pip install -e ".[bench]"            # pyautoattack 0.2.0, torchattacks 3.5.1
+    pip install torch==2.13.0            # the CPU wheel, first
+    pip install --no-deps pyautoattack==0.2.0 torchattacks==3.5.1   # the rest of [bench]
+    # (--no-deps: torchattacks lists torchvision, which it does not import here)
     python benchmarks/autoattack_vs_reference.py --dataset mnist --n 1000
     python benchmarks/autoattack_vs_reference.py --dataset cifar10 --n 500
 
