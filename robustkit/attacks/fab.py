@@ -63,11 +63,13 @@ def project_hyperplane_box(norm, w, r, lo, hi):
     target = tf.abs(r)
     room = tf.maximum(tf.where(w > 0, hi, -lo), 0.0)  # how far t can push coordinate i
     mag = tf.abs(w)
-    if norm == "linf":
+    if norm == "linf":  # delta = clip(t sign(w)): coordinate i saturates at t = room_i
         direction, weight, knee = tf.sign(w), mag, room
-    else:
+    elif norm == "l2":  # delta = clip(t w): coordinate i saturates at t = room_i / |w_i|
         direction, weight = w, tf.square(w)
         knee = tf.where(mag > _TINY, room / tf.maximum(mag, _TINY), tf.zeros_like(room))
+    else:
+        raise ValueError(f"`norm` must be 'linf' or 'l2' for this projection; got {norm!r}.")
     weight = tf.where(mag > _TINY, weight, tf.zeros_like(weight))
     order = tf.argsort(knee, axis=1)
     t_s = tf.gather(knee, order, batch_dims=1)
