@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import robustkit as rk
 
@@ -138,3 +139,39 @@ def test_bounds_0_255(digits_model, digits_test, make):
     config = atk.get_config()
     assert config["bounds"] == [0.0, 255.0]
     assert type(atk).from_config(config).bounds == (0.0, 255.0)
+
+
+@pytest.mark.parametrize("cls", [rk.attacks.APGDT, rk.attacks.FAB])
+def test_targeted_attacks_trace_the_model_once_whatever_the_targets(cls):
+    """One loop over the targets: the graph holds the same number of model copies for
+    2 or 5 targets (the old APGD-T traced one APGD loop and model per target)."""
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(6)]
+    )
+    fn = rk.attacks.as_logits_fn(model)
+    spec = (tf.TensorSpec([None, 8, 8, 1]), tf.TensorSpec([None], tf.int64))
+    counts = []
+    for targets in (2, 5):
+        calls = []
+
+        def counted(t, calls=calls):
+            calls.append(1)  # runs once per trace of a model call
+            return fn(t)
+
+        atk = cls(eps=0.1, steps=3, n_target_classes=targets, seed=0)
+        tf.function(lambda x, y, atk=atk, f=counted: atk.perturb(f, x, y)).get_concrete_function(
+            *spec
+        )
+        counts.append(len(calls))
+    assert counts[0] == counts[1] <= 4
+
+
+def test_apgd_without_early_stop(digits_model, digits_test):
+    x, y = digits_test[0][:100], digits_test[1][:100]
+    atk = rk.attacks.APGD(eps=0.1, steps=10, early_stop=False, seed=0)
+    x_adv = atk(digits_model, x, y)
+    d = np.abs(x_adv - x).reshape(len(x), -1).max(1)
+    assert np.all(d <= 0.1 + 1e-6) and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert _acc(digits_model, x_adv, y) < _acc(digits_model, x, y) - 0.3
+    clone = rk.attacks.APGD.from_config(atk.get_config())
+    assert clone.early_stop is False and clone.get_config() == atk.get_config()

@@ -197,7 +197,8 @@ class FAB(Attack):
 
             def body(i, best):
                 target = engine.ranked_targets(logits, i // self.restarts + 2)
-                return self.attempt(model_fn, x, y, target, best, i % self.restarts)
+                restart = i % self.restarts if self.restarts > 1 else 0  # 0: no random op
+                return self.attempt(model_fn, x, y, target, best, restart)
 
             best = engine.run_loop(body, best, n_targets * self.restarts, unrolled=False)
         else:
