@@ -207,10 +207,12 @@ class APGD(Attack):
         tracker, threat, l1 = self._tracker, self.threat, self.norm == "l1"
         use_target = target is not None
         target = tf.zeros_like(y) if target is None else tf.cast(target, tf.int64)
-        x0, y_a, t_a = engine.gather((x, y, target), idx)
         tgt = (lambda t: t) if use_target else (lambda t: None)
         seed = None if self.seed is None else self.seed + 1000 * restart
-        start = threat.random_start(x0, kind="uniform", seed=seed)
+        # drawn for the whole batch: an example's start does not depend on which others
+        # are still being attacked
+        start = threat.random_start(x, kind="uniform", seed=seed)
+        x0, y_a, t_a, start = engine.gather((x, y, target, start), idx)
         logits, loss, grad = self._loss_grad(model_fn, start, y_a, tgt(t_a))
         fooled = self._fooled(logits, y_a)
         best = self._commit(best, idx, start, fooled, loss)
