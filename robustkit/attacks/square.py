@@ -176,10 +176,12 @@ class Square(Attack):
         corner = tf.random.uniform([2, batch], seed=seed)
         vh = tf.cast(tf.floor(corner[0] * tf.cast(h - s + 1, tf.float32)), tf.int32)
         vw = tf.cast(tf.floor(corner[1] * tf.cast(w - s + 1, tf.float32)), tf.int32)
-        lr = tf.range(h)[None, :, None] - vh[:, None, None]  # (B, H, 1)
-        lc = tf.range(w)[None, None, :] - vw[:, None, None]  # (B, 1, W)
-        inside = tf.logical_and(tf.logical_and(lr >= 0, lr < s), tf.logical_and(lc >= 0, lc < s))
-        return inside[..., None], lr, lc
+        lr = tf.range(h)[None, :] - vh[:, None]  # (B, H)
+        lc = tf.range(w)[None, :] - vw[:, None]  # (B, W)
+        rows = tf.logical_and(lr >= 0, lr < s)
+        cols = tf.logical_and(lc >= 0, lc < s)
+        inside = tf.logical_and(rows[:, :, None, None], cols[:, None, :, None])  # (B, H, W, 1)
+        return inside, lr[:, :, None], lc[:, None, :]
 
     def _meta_gaussian(self, table, lr, lc, s, transpose):
         """Meta pseudo-Gaussian on a window of side ``s`` at local coords, unnormalised.
@@ -227,7 +229,8 @@ class Square(Attack):
         return delta / (self.threat.norm_of(delta)[:, None, None, None] + _TINY) * self.eps
 
     def _propose_linf(self, x, delta, inside, lr, lc, s, table):
-        """A new perturbation: the window set, per channel, to one random ``+-eps``."""
+        """A candidate point: the window set, per channel, to one random ``+-eps`` (inside
+        the ball by construction, so only the box clip is needed)."""
         batch, c, eps = tf.shape(x)[0], int(x.shape[3]), self.eps
         prop = eps * tf.sign(tf.random.uniform([batch, 1, 1, c], -1.0, 1.0))
         prop = tf.where(prop == 0, eps * tf.ones_like(prop), prop)
@@ -236,11 +239,11 @@ class Square(Attack):
             tf.logical_and(inside, tf.abs(cand - (x + delta)) > 1e-7), axis=[1, 2], keepdims=True
         )
         prop = tf.where(changed, prop, -prop)  # same values as now: flip the sign
-        return tf.where(inside, prop, delta)
+        return self.threat.clip(x + tf.where(inside, prop, delta))
 
     def _propose_l2(self, x, delta, inside, lr, lc, s, table):
-        """A new perturbation: a second window's mass moved into the first, plus a
-        random meta pseudo-Gaussian, within the L2 budget."""
+        """A candidate point: a second window's mass moved into the first, plus a
+        random meta pseudo-Gaussian, projected into the L2 ball and the box."""
         batch, h, w, c = tf.shape(x)[0], int(x.shape[1]), int(x.shape[2]), int(x.shape[3])
         eps = self.eps
         inside2, _, _ = self._window(batch, h, w, s)
@@ -262,7 +265,7 @@ class Square(Attack):
         new = old + sign * pattern
         new = new / (tf.sqrt(tf.reduce_sum(tf.square(new), axis=[1, 2], keepdims=True)) + _TINY)
         new = new * target[:, None, None, :]
-        return tf.where(inside, new, tf.where(union, 0.0, delta))
+        return self.threat.project(x + tf.where(inside, new, tf.where(union, 0.0, delta)), x)
 
     # -------------------------------------------------------------- one run
     def attempt(self, model_fn, x, y, best, restart=0):
@@ -288,15 +291,21 @@ class Square(Attack):
             idx, x0, y_a, cur, cur_m = act
             s = self._side(k + 1, h, w)
             inside, lr, lc = self._window(tf.shape(idx)[0], h, w, s)
-            new_delta = self._propose(x0, cur - x0, inside, lr, lc, s, table)
-            cand = self.threat.project(x0 + new_delta, x0)
+            cand = self._propose(x0, cur - x0, inside, lr, lc, s, table)
             m = margin(model_fn(cand), y_a)
             accept = m < cur_m
             cur = tf.where(tf.reshape(accept, [-1, 1, 1, 1]), cand, cur)
             cur_m = tf.where(accept, m, cur_m)
             fooled = cur_m <= 0
             no = tf.fill(tf.shape(m), -np.inf)
-            best = tracker.update_rows(best, idx, cur, fooled, -cur_m, tf.where(fooled, -cur_m, no))
+            # the examples fooled now leave the batch: write them back (only then)
+            best = tf.cond(
+                tf.reduce_any(fooled),
+                lambda: tracker.update_rows(
+                    best, idx, cur, fooled, -cur_m, tf.where(fooled, -cur_m, no)
+                ),
+                lambda: best,
+            )
             return (idx, x0, y_a, cur, cur_m), tf.logical_not(fooled), best
 
         (idx, _, _, cur, cur_m), best = engine.run_active(
