@@ -258,6 +258,18 @@ def main():
     write(args, n, eps, clean, stages, runs, ta, gap)
 
 
+def _commit():
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", C.REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
 def write(args, n, eps, clean, stages, runs, ta, gap):
     med = lambda v: float(np.median(v))
     table, tot = [], {"robustkit": 0.0, "reference": 0.0}
@@ -306,7 +318,8 @@ def write(args, n, eps, clean, stages, runs, ta, gap):
         "",
         f"Command: `{cmd}`",
         "",
-        f"Machine: {C.machine_info()}; torch {__import__('torch').__version__} (CPU).",
+        f"Machine: {C.machine_info()}; torch {__import__('torch').__version__} (CPU); "
+        f"robustkit commit {_commit()}.",
         "",
         f"Model: {model_line}; weights ported to PyTorch, logits agree to {gap:.1e}. "
         f"{n} test images, clean accuracy {100 * clean:.2f} %, eps {eps:.4f}.",
