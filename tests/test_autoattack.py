@@ -11,9 +11,15 @@ import pytest
 import tensorflow as tf
 
 import robustkit as rk
-from robustkit.attacks.apgd import dlr_loss, step_checkpoints
+from robustkit.attacks.apgd_schedule import (
+    halving,
+    l1_checkpoints,
+    l1_sparsity_update,
+    step_checkpoints,
+)
 from robustkit.attacks.fab import project_hyperplane_box
 from robustkit.attacks.square import margin
+from robustkit.losses import dlr, dlr_targeted
 
 
 def _acc(model, x, y):
@@ -37,27 +43,70 @@ def test_dlr_loss_matches_hand_computed_values():
     z = np.array([[4.0, 1.0, 0.0, -1.0], [0.5, 3.0, 2.0, 1.0]], "float32")
     y = np.array([0, 0])
     # row 0: -(4 - 1) / (4 - 0); row 1 (misclassified): -(0.5 - 3) / (3 - 1)
-    np.testing.assert_allclose(dlr_loss(z, y).numpy(), [-0.75, 1.25], rtol=1e-6)
+    np.testing.assert_allclose(dlr(z, y).numpy(), [-0.75, 1.25], rtol=1e-6)
     # targeted at t: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)
     t = np.array([2, 3])
     np.testing.assert_allclose(
-        dlr_loss(z, y, t).numpy(),
+        dlr_targeted(z, y, t).numpy(),
         [-(4 - 0) / (4 - (0 - 1) / 2), -(0.5 - 1) / (3 - (1 + 0.5) / 2)],
         rtol=1e-6,
     )
     # invariant to shift and positive scaling of the logits
-    np.testing.assert_allclose(
-        dlr_loss(3.0 * z + 7.0, y).numpy(), dlr_loss(z, y).numpy(), rtol=1e-5
-    )
+    np.testing.assert_allclose(dlr(3.0 * z + 7.0, y).numpy(), dlr(z, y).numpy(), rtol=1e-5)
     np.testing.assert_allclose(
         margin(tf.constant(z), tf.constant(y, tf.int64)).numpy(), [3.0, -2.5]
     )
 
 
-def test_step_checkpoints_follow_the_paper():
-    # p = 0, .22, .41, .57, .70, .80, .87, .93, .99 (p_{j+1} = p_j + max(p_j - p_{j-1} - .03, .06))
+def test_step_checkpoints_follow_the_reference_integer_rule():
+    # the reference (autopgd_base.py): first window n2 = max(int(.22 n), 1), each next one
+    # size_decr = max(int(.03 n), 1) shorter, never below n_min = max(int(.06 n), 1)
+    # n = 100: n2 22, decr 3, min 6 -> windows 22, 19, 16, 13, 10, 7, 6, 6 (next 6 passes 100)
     assert step_checkpoints(100) == [0, 22, 41, 57, 70, 80, 87, 93, 99]
-    assert step_checkpoints(10) == [0, 3, 5, 6, 7, 8, 9, 10]
+    # n = 40: n2 8, decr 1, min 2 -> windows 8, 7, 6, 5, 4, 3, 2, 2, 2 (FIDELITY section 3)
+    assert step_checkpoints(40) == [0, 8, 15, 21, 26, 30, 33, 35, 37, 39]
+    # n = 25: n2 5, decr 1, min 1 -> 5, 4, 3, 2, then every step from 15 on, 25 included
+    assert step_checkpoints(25) == [0, 5, 9, 12, 14] + list(range(15, 26))
+    # n = 10 (was [0, 3, 5, ...] under the fractional rule): n2 2, decr 1, min 1
+    assert step_checkpoints(10) == [0, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+
+
+def test_apgd_halving_conditions_follow_the_reference():
+    # five examples at a checkpoint ending a window of k = 16 steps
+    count = tf.constant([12.0, 13.0, 13.0, 13.0, 16.0])  # steps where the loss rose
+    halved_before = tf.constant([False, False, True, False, True])
+    best = tf.constant([1.0, 1.0, 1.0, 2.0, 1.0])  # best loss now
+    best_at_last = tf.constant([1.0, 1.0, 1.0, 1.0, 1.0])  # best loss at the last checkpoint
+    halve = halving(count, 16.0, halved_before, best, best_at_last, rho=0.75).numpy()
+    # 0: condition 1 (12 <= 0.75 * 16: the reference's "<=", a "<" would not halve);
+    # 1: 13 > 12, not halved before and no improvement -> condition 2;
+    # 2: no improvement but halved before -> no; 3: improved -> no; 4: rose every step -> no
+    assert halve.tolist() == [True, True, False, False, False]
+    # condition 2 is off at the first checkpoint: APGD starts with "halved before" set
+    assert halving(
+        tf.constant([16.0]), 16.0, tf.constant([True]), tf.constant([1.0]), tf.constant([1.0])
+    ).numpy().tolist() == [False]
+
+
+def test_l1_sparsity_rule_by_hand():
+    eps, n = 10.0, 784
+    eta = tf.constant([4.0, 4.0, 1.2, 0.5])
+    sp_old = tf.constant([784.0, 200.0, 200.0, 100.0])  # L0 of x_best at the last check
+    sp_now = tf.constant([300.0, 191.0, 189.0, 0.0])
+    new_eta, frac, restore = l1_sparsity_update(eta, sp_old, sp_now, n, eps)
+    # 300/784 < .95 -> reset to eps, restore; 191/200 = .955 -> 4 / 1.5;
+    # 189/200 = .945 -> reset; 0/100 -> reset (and sparsity 0: the step moves one pixel)
+    np.testing.assert_allclose(new_eta.numpy(), [10.0, 4.0 / 1.5, 10.0, 10.0], rtol=1e-6)
+    np.testing.assert_allclose(frac.numpy(), np.array([300, 191, 189, 0]) / 784 / 1.5, rtol=1e-6)
+    assert restore.numpy().tolist() == [True, False, True, True]
+    # the step never drops below eps / 10: 1.2 / 1.5 = 0.8 < 1.0
+    small, _, _ = l1_sparsity_update(
+        tf.constant([1.2]), tf.constant([100.0]), tf.constant([99.0]), n, eps
+    )
+    np.testing.assert_allclose(small.numpy(), [1.0])
+    # checkpoints every max(int(.04 n), 1) steps: 4 for 100 steps, every step for 20
+    assert l1_checkpoints(100) == list(range(0, 101, 4))
+    assert l1_checkpoints(20) == list(range(21))
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -248,7 +297,7 @@ def test_config_round_trip(make):
         (lambda: rk.attacks.APGD(steps=0), "steps"),
         (lambda: rk.attacks.APGD(loss="hinge"), "loss"),
         (lambda: rk.attacks.APGD(rho=1.5), "rho"),
-        (lambda: rk.attacks.APGD(norm="l1"), "norm"),
+        (lambda: rk.attacks.APGD(norm="l0"), "norm"),  # L1 is supported since APGD-L1
         (lambda: rk.attacks.APGD(eot_iter=0), "eot_iter"),
         (lambda: rk.attacks.APGDT(n_target_classes=0), "n_target_classes"),
         (lambda: rk.attacks.FAB(eps=-1.0), "eps"),

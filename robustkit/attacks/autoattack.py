@@ -21,9 +21,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from robustkit import threat as threat_lib
-from robustkit._validation import check_choice, check_images, check_int
-from robustkit.attacks.apgd import APGD, APGDT, scatter
+from robustkit import _log
+from robustkit._validation import check_choice, check_images, check_int, check_labels
+from robustkit.attacks import engine
+from robustkit.attacks.apgd import APGD, APGDT
 from robustkit.attacks.base import Attack, as_logits_fn
 from robustkit.attacks.fab import FAB
 from robustkit.attacks.square import Square
@@ -34,6 +35,8 @@ VERSIONS = {
     "rand": ("apgd-ce", "apgd-dlr"),
 }
 ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
+#: the attacks that run under L1 (FAB and Square have no L1 version here)
+L1_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t")
 
 
 @keras.saving.register_keras_serializable(package="robustkit")
@@ -50,10 +53,16 @@ class AutoAttack(Attack):
     result per example is the first successful adversarial example (all within
     the eps-ball and [0, 1]); examples never fooled get APGD-CE's highest-loss
     point. Robust accuracy is the per-example worst case over the ensemble.
+    Square runs with its p schedule unrescaled, as in the reference implementation.
+
+    L1: the reference's L1 version adds a larger-eps schedule to APGD and L1 versions of
+    FAB-T and Square, which robustkit does not have; ``norm="l1"`` therefore needs
+    ``attacks=`` naming only APGD attacks (``"apgd-ce"``, ``"apgd-dlr"``, ``"apgd-t"``,
+    run as APGD-L1) and is never ``is_standard``.
 
     Args:
-        eps: radius (MNIST L-inf 0.3, CIFAR L-inf 8/255, CIFAR L2 0.5).
-        norm: ``"linf"`` or ``"l2"``.
+        eps: radius (MNIST L-inf 0.3, CIFAR L-inf 8/255, CIFAR L2 0.5, CIFAR L1 12).
+        norm: ``"linf"``, ``"l2"`` or ``"l1"`` (with ``attacks=``, see above).
         version: ``"standard"`` or ``"rand"``.
         attacks: optional subset/order of ``"apgd-ce"``, ``"apgd-dlr"``,
             ``"apgd-t"``, ``"fab-t"``, ``"square"`` (default: the version's).
@@ -61,10 +70,13 @@ class AutoAttack(Attack):
             version's value (100, 9, 5000, 20 for "rand" / 1 otherwise); smaller
             numbers give a cheaper, *non-standard* evaluation (``is_standard``
             tells which).
+        bounds: the valid input box (default ``(0, 1)``).
 
     After an eager call ``attack(model, x, y)``, ``history`` lists per attack
     the examples attacked, the robust accuracy after it and its seconds.
     """
+
+    supported_norms = ("linf", "l2", "l1")
 
     def __init__(
         self,
@@ -77,12 +89,13 @@ class AutoAttack(Attack):
         n_queries=None,
         eot_iter=None,
         verbose=False,
+        bounds=(0.0, 1.0),
         batch_size=500,
         jit_compile="auto",
         seed=None,
     ):
         super().__init__(batch_size=batch_size, jit_compile=jit_compile, seed=seed)
-        self.threat = self._make_threat(norm, eps)
+        self.threat = self._make_threat(norm, eps, bounds)
         self.eps, self.norm = self.threat.eps, self.threat.norm
         self.version = check_choice(version, set(VERSIONS), "version")
         if attacks is None:
@@ -91,6 +104,11 @@ class AutoAttack(Attack):
             if isinstance(attacks, str) or not attacks:
                 raise ValueError(f"`attacks` must be a non-empty list of names; got {attacks!r}.")
             self.attacks = tuple(check_choice(a, set(ATTACK_NAMES), "attacks") for a in attacks)
+        if self.norm == "l1" and not set(self.attacks) <= set(L1_ATTACKS):
+            raise ValueError(
+                f"AutoAttack under `norm` 'l1' runs only {list(L1_ATTACKS)} (no L1 FAB or "
+                f"Square); pass e.g. attacks=['apgd-ce', 'apgd-t']; got {list(self.attacks)}."
+            )
         self.steps = None if steps is None else check_int(steps, "steps")
         self.n_target_classes = (
             None if n_target_classes is None else check_int(n_target_classes, "n_target_classes")
@@ -102,10 +120,20 @@ class AutoAttack(Attack):
         self._sub = {name: self._build(name) for name in self.attacks}
 
     @property
+    def label(self):
+        return "AA"
+
+    @property
+    def components(self):
+        """The attacks this AutoAttack runs, by name (``"apgd-ce"``, ...), in order."""
+        return dict(self._sub)
+
+    @property
     def is_standard(self):
         """Whether this is the version's published setting (no budget overrides)."""
         return (
-            self.attacks == VERSIONS[self.version]
+            self.norm != "l1"
+            and self.attacks == VERSIONS[self.version]
             and self.steps is None
             and self.n_target_classes is None
             and self.n_queries is None
@@ -116,7 +144,12 @@ class AutoAttack(Attack):
         steps = 100 if self.steps is None else self.steps
         targets = 9 if self.n_target_classes is None else self.n_target_classes
         eot = (20 if self.version == "rand" else 1) if self.eot_iter is None else self.eot_iter
-        common = dict(batch_size=self.batch_size, jit_compile=self.jit_compile, seed=self.seed)
+        common = dict(
+            bounds=self.threat.bounds,
+            batch_size=self.batch_size,
+            jit_compile=self.jit_compile,
+            seed=self.seed,
+        )
         if name in ("apgd-ce", "apgd-dlr"):
             return APGD(
                 eps=self.eps,
@@ -151,7 +184,13 @@ class AutoAttack(Attack):
             )
         queries = 5000 if self.n_queries is None else self.n_queries
         return Square(
-            eps=self.eps, norm=self.norm, n_queries=queries, p_init=0.8, restarts=1, **common
+            eps=self.eps,
+            norm=self.norm,
+            n_queries=queries,
+            p_init=0.8,
+            restarts=1,
+            rescale_schedule=False,
+            **common,
         )
 
     def get_config(self):
@@ -167,6 +206,8 @@ class AutoAttack(Attack):
             eot_iter=self.eot_iter,
             verbose=self.verbose,
         )
+        if self.threat.bounds != (0.0, 1.0):
+            config["bounds"] = list(self.threat.bounds)
         return config
 
     def _check_call(self, x, y, num_classes):
@@ -174,15 +215,18 @@ class AutoAttack(Attack):
             sub._check_call(x, y, num_classes)
 
     # --------------------------------------------------------- eager driver
-    def __call__(self, model, x, y=None):
+    def __call__(self, model, x, y=None, verbose=None):
         """Runs the attacks one after another on the still-robust examples.
 
-        Same contract as :meth:`Attack.__call__`; also fills ``history``.
+        Same contract as :meth:`Attack.__call__`; also fills ``history``. ``verbose``
+        (default: the constructor's) logs one line per attack.
         """
+        verbose = self.verbose if verbose is None else verbose
         fn = as_logits_fn(model)
         return_numpy = not tf.is_tensor(x)
         x_np = np.asarray(
-            check_images(np.asarray(x) if return_numpy else x.numpy(), "x"), dtype="float32"
+            check_images(np.asarray(x) if return_numpy else x.numpy(), "x", bounds=self.bounds),
+            dtype="float32",
         )
         n = len(x_np)
         if n == 0:
@@ -198,8 +242,6 @@ class AutoAttack(Attack):
         if y is None:
             y_np = self._predict_labels(fn, tf.convert_to_tensor(x_np)).numpy()
         else:
-            from robustkit._validation import check_labels
-
             y_np = np.asarray(
                 check_labels(y, n=n, num_classes=int(probe.shape[-1]), name="y"), dtype="int64"
             )
@@ -208,7 +250,7 @@ class AutoAttack(Attack):
         self.history = [
             dict(attack="clean", attacked=n, robust_accuracy=float(robust.mean()), seconds=0.0)
         ]
-        self._log(self.history[-1])
+        self._log(self.history[-1], verbose)
         first = True
         for name in self.attacks:
             idx = np.flatnonzero(robust)
@@ -217,10 +259,7 @@ class AutoAttack(Attack):
                 sub_adv = np.asarray(self._sub[name](model, x_np[idx], y_np[idx]))
                 still = self._correct(fn, sub_adv, y_np[idx])
                 fooled = ~still
-                inside = self.threat.contains(
-                    tf.constant(sub_adv), tf.constant(x_np[idx]), tol=1e-5
-                ).numpy()
-                fooled &= inside
+                fooled &= self.threat.contains_np(sub_adv, x_np[idx], tol=1e-5)
                 if first:
                     x_adv[idx] = sub_adv  # fallback for never-fooled examples
                 else:
@@ -235,7 +274,7 @@ class AutoAttack(Attack):
                     seconds=time.perf_counter() - t0,
                 )
             )
-            self._log(self.history[-1])
+            self._log(self.history[-1], verbose)
         return x_adv if return_numpy else tf.convert_to_tensor(x_adv)
 
     def _correct(self, fn, x, y):
@@ -245,14 +284,14 @@ class AutoAttack(Attack):
         ]
         return np.concatenate(preds) == y
 
-    def _log(self, entry):
-        if self.verbose:
-            print(
-                f"[AutoAttack] {entry['attack']:>8}: robust accuracy "
-                f"{100 * entry['robust_accuracy']:.2f} % ({entry['attacked']} attacked, "
-                f"{entry['seconds']:.1f} s)",
-                flush=True,
-            )
+    @staticmethod
+    def _log(entry, verbose):
+        _log.info(
+            f"[AutoAttack] {entry['attack']:>8}: robust accuracy "
+            f"{100 * entry['robust_accuracy']:.2f} % ({entry['attacked']} attacked, "
+            f"{entry['seconds']:.1f} s)",
+            verbose,
+        )
 
     # ------------------------------------------------------------ graph path
     @tf.autograph.experimental.do_not_convert
@@ -261,7 +300,7 @@ class AutoAttack(Attack):
         y = tf.cast(y, tf.int64)
         fooled = tf.not_equal(tf.argmax(model_fn(x), -1), y)
         x_adv = x
-        shape4 = [-1] + [1] * (x.shape.rank - 1)
+        shape4 = engine.per_example_shape(x)
         for i, name in enumerate(self.attacks):
             sub = self._sub[name]
             idx = tf.where(tf.logical_not(fooled))[:, 0]
@@ -274,7 +313,7 @@ class AutoAttack(Attack):
                 )
                 keep = tf.ones_like(hit) if first else hit
                 new = tf.where(tf.reshape(keep, shape4), out, tf.gather(x_adv, idx))
-                return scatter(x_adv, idx, new), scatter(fooled, idx, hit)
+                return engine.scatter(x_adv, idx, new), engine.scatter(fooled, idx, hit)
 
             x_adv, fooled = tf.cond(
                 tf.size(idx) > 0, attack, lambda x_adv=x_adv, fooled=fooled: (x_adv, fooled)

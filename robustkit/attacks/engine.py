@@ -316,7 +316,9 @@ def run_active(step, active, best, steps, *, unrolled=False, chunk=WHILE_CHUNK):
     def body(k, s):
         act, b = s
         act, keep, b = step(k, act, b)
-        return compact(act, keep), b
+        # copying every state tensor costs a pass over memory: only when a row leaves
+        act = tf.cond(tf.reduce_all(keep), lambda: act, lambda: compact(act, keep))
+        return act, b
 
     def has_active(s):
         return tf.size(s[0][0]) > 0
@@ -330,6 +332,21 @@ def run_active(step, active, best, steps, *, unrolled=False, chunk=WHILE_CHUNK):
         chunk=chunk,
         guard=True,
     )
+
+
+def ranked_targets(logits, rank):
+    """Per example, the class with the ``rank``-th largest logit (rank 1 = the top class).
+
+    ``rank`` may be a Python int or a scalar int tensor (e.g. a loop counter).
+
+    Example:
+
+    >>> import numpy as np
+    >>> ranked_targets(np.array([[0.1, 3.0, 2.0]], "float32"), 2).numpy().tolist()
+    [2]
+    """
+    top = tf.math.top_k(tf.convert_to_tensor(logits), k=rank).indices
+    return tf.cast(tf.gather(top, rank - 1, axis=1), tf.int64)
 
 
 def per_example_shape(x):
@@ -348,6 +365,7 @@ __all__ = [
     "compact",
     "gather",
     "per_example_shape",
+    "ranked_targets",
     "resolve_jit",
     "run_active",
     "run_loop",

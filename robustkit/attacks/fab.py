@@ -21,39 +21,30 @@ import keras
 import tensorflow as tf
 
 from robustkit import threat as threat_lib
-from robustkit._validation import check_choice, check_int, check_positive
-from robustkit.attacks.apgd import active_indices, ranked_targets, scatter, while_or_unrolled
+from robustkit._validation import check_int, check_positive
+from robustkit.attacks import engine
 from robustkit.attacks.base import Attack
 
 _TINY = 1e-12
-_NORMS = ("linf", "l2")
+#: the dual norm of each supported norm (distances to a linearised boundary)
+_DUAL = {"linf": "l1", "l2": "l2"}
 
 
 def _flat(t):
     return tf.reshape(t, [tf.shape(t)[0], -1])
 
 
-def _bisect(ok_fn, lo, hi, steps):
-    """Row-wise bisection (one tf.while_loop): ``ok_fn(hi)`` holds, ``ok_fn(lo)`` not."""
+def project_hyperplane_box(norm, w, r, lo, hi):
+    """Minimal-norm ``delta`` with ``<w, delta> = r`` and ``lo <= delta <= hi`` (exact).
 
-    def body(i, lo, hi):
-        mid = 0.5 * (lo + hi)
-        ok = ok_fn(mid)
-        return i + 1, tf.where(ok, lo, mid), tf.where(ok, mid, hi)
-
-    _, lo, hi = tf.while_loop(lambda i, lo, hi: i < steps, body, (tf.constant(0), lo, hi))
-    return lo, hi
-
-
-def project_hyperplane_box(norm, w, r, lo, hi, bisect_steps=30):
-    """Minimal-norm ``delta`` with ``<w, delta> = r`` and ``lo <= delta <= hi``.
-
-    Row-wise for flat ``(B, D)`` tensors (``lo <= 0 <= hi``). The solution has
-    the form ``clip(t * sign(w), lo, hi)`` (L-inf) or ``clip(t * w, lo, hi)``
-    (L2) for a scalar ``t >= 0`` per row, where ``<w, delta(t)>`` is
-    non-decreasing in ``t``; ``t`` is found by bisection (geometric for L2).
-    Where the box makes ``r`` unreachable, the point of largest ``<w, delta>``
-    is returned.
+    Row-wise for flat ``(B, D)`` tensors (``lo <= 0 <= hi``). The solution is
+    ``clip(t * sign(w), lo, hi)`` (L-inf) or ``clip(t * w, lo, hi)`` (L2) for a scalar
+    ``t >= 0`` per row. With ``w`` signed so that ``r >= 0``, ``<w, delta(t)> =
+    sum_i c_i min(t, t_i)``: coordinate ``i`` grows with weight ``c_i`` (``|w_i|``, or
+    ``w_i^2`` for L2) until it meets the box at ``t_i``. Sorting the ``t_i`` makes this
+    piecewise-linear function explicit, and ``t`` is solved exactly on the segment where it
+    reaches ``r``. Where the box makes ``r`` unreachable, the point of largest
+    ``<w, delta>`` is returned.
 
     Example:
 
@@ -68,43 +59,35 @@ def project_hyperplane_box(norm, w, r, lo, hi, bisect_steps=30):
     r = tf.convert_to_tensor(r, tf.float32)
     lo = tf.convert_to_tensor(lo, tf.float32)
     hi = tf.convert_to_tensor(hi, tf.float32)
-    sgn = tf.where(r < 0, -1.0, 1.0)[:, None]
-    w = w * sgn
-    target = tf.abs(r)[:, None]
-    if norm == "linf":
-        direction = tf.sign(w)
-
-        def at(t):
-            return tf.clip_by_value(t * direction, lo, hi)
-
-        t_lo = tf.zeros_like(target)
-        t_hi = tf.ones_like(target)  # the box has side 1: every coordinate saturated
-        t_lo, t_hi = _bisect(
-            lambda t: tf.reduce_sum(w * at(t), axis=1, keepdims=True) >= target,
-            t_lo,
-            t_hi,
-            bisect_steps,
-        )
-        delta = at(t_hi)
+    w = w * tf.where(r < 0, -1.0, 1.0)[:, None]
+    target = tf.abs(r)
+    room = tf.maximum(tf.where(w > 0, hi, -lo), 0.0)  # how far t can push coordinate i
+    mag = tf.abs(w)
+    if norm == "linf":  # delta = clip(t sign(w)): coordinate i saturates at t = room_i
+        direction, weight, knee = tf.sign(w), mag, room
+    elif norm == "l2":  # delta = clip(t w): coordinate i saturates at t = room_i / |w_i|
+        direction, weight = w, tf.square(w)
+        knee = tf.where(mag > _TINY, room / tf.maximum(mag, _TINY), tf.zeros_like(room))
     else:
-
-        def at(t):
-            return tf.clip_by_value(t * w, lo, hi)
-
-        w_sq = tf.reduce_sum(tf.square(w), axis=1, keepdims=True)
-        t_lo = tf.maximum(target / tf.maximum(w_sq, _TINY), _TINY)  # h(t_lo) <= target
-        reach = tf.where(w > 0, hi, -lo) / tf.maximum(tf.abs(w), _TINY)
-        reach = tf.where(tf.abs(w) > _TINY, reach, tf.zeros_like(reach))
-        t_full = tf.reduce_max(reach, axis=1, keepdims=True)  # all coordinates saturated
-        t_hi = tf.minimum(tf.maximum(t_full, t_lo), t_lo * 1e10)
-        log_lo, log_hi = _bisect(
-            lambda t: tf.reduce_sum(w * at(tf.exp(t)), axis=1, keepdims=True) >= target,
-            tf.math.log(t_lo),
-            tf.math.log(t_hi),
-            bisect_steps,
-        )
-        delta = at(tf.exp(log_hi))
-    return tf.where(target > 0, delta, tf.zeros_like(delta))
+        raise ValueError(f"`norm` must be 'linf' or 'l2' for this projection; got {norm!r}.")
+    weight = tf.where(mag > _TINY, weight, tf.zeros_like(weight))
+    order = tf.argsort(knee, axis=1)
+    t_s = tf.gather(knee, order, batch_dims=1)
+    c_s = tf.gather(weight, order, batch_dims=1)
+    done = tf.cumsum(c_s * t_s, axis=1, exclusive=True)  # saturated coordinates' share
+    slope = tf.cumsum(c_s, axis=1, reverse=True)  # weight still growing
+    at_knee = done + t_s * slope  # <w, delta(t_j)>, non-decreasing in j
+    j = tf.reduce_sum(tf.cast(at_knee < target[:, None], tf.int32), axis=1)
+    d = tf.shape(w)[1]
+    jj = tf.minimum(j, d - 1)
+    t = tf.where(
+        j < d,
+        (target - tf.gather(done, jj, batch_dims=1))
+        / tf.maximum(tf.gather(slope, jj, batch_dims=1), _TINY),
+        t_s[:, -1],
+    )
+    delta = tf.clip_by_value(t[:, None] * direction, lo, hi)
+    return tf.where(target[:, None] > 0, delta, tf.zeros_like(delta))
 
 
 @keras.saving.register_keras_serializable(package="robustkit")
@@ -114,30 +97,32 @@ class FAB(Attack):
     Each step linearises the decision boundary between the true class ``c`` and
     a class ``s`` at the iterate ``x_k`` (``g = f_s - f_c``, ``w = grad g``),
     projects both ``x_k`` and the original ``x`` onto that hyperplane within the
-    box [0, 1] (minimal-norm projections ``d_k``, ``d_0``), and moves to a biased
-    combination ``(1 - a)(x_k + eta d_k) + a (x + eta d_0)`` with
+    box (exact minimal-norm projections ``d_k``, ``d_0``, :func:`project_hyperplane_box`),
+    and moves to a biased combination ``(1 - a)(x_k + eta d_k) + a (x + eta d_0)`` with
     ``a = min(|d_k| / (|d_k| + |d_0|), alpha_max)``. Once the iterate is
     adversarial it is stored if smaller than the best so far and pulled back
     towards ``x``: ``x_k <- (1 - beta) x + beta x_k``.
 
     ``targeted=True`` (FAB-T, AutoAttack's version, default) fixes ``s`` to each
     of the ``n_target_classes`` classes ranked 2nd, 3rd, ... by the clean logits
-    in turn (one gradient per step). ``targeted=False`` (the FAB paper's
-    version) picks ``s`` at each step as the class with the closest linearised
-    boundary (the full Jacobian per step: ~K times costlier).
+    in turn (one gradient per step; one ``tf.while_loop`` over the targets). ``targeted=False``
+    (the FAB paper's version) picks ``s`` at each step as the class with the closest
+    linearised boundary (the full Jacobian per step: ~K times costlier).
 
     Args:
         eps: optional radius. With it, examples whose smallest perturbation
-            exceeds eps count as not fooled (the clean input is returned) and
-            are the only ones attacked further; random restarts draw within
-            ``min(eps, best) / 2``. Without it, the smallest perturbation found
-            is returned for every example (the clean input where none).
-        norm: ``"linf"`` or ``"l2"``.
+            exceeds eps count as not fooled (the clean input is returned), and an
+            example leaves the batch once it has one within eps (early stop); random
+            restarts draw within ``min(eps, best) / 2``. Without it, the smallest
+            perturbation found is returned for every example (the clean input where none).
+        norm: ``"linf"`` or ``"l2"`` (L1 is not supported).
         steps: iterations per restart and target (100 in AutoAttack).
         restarts: 1 in AutoAttack standard (the first restart starts at ``x``).
         n_target_classes: targets for FAB-T (9 in AutoAttack).
         alpha_max, eta, beta: 0.1, 1.05, 0.9 (the paper's values).
-        bisect_steps: bisection steps of the projection (30).
+        bisect_steps: kept so that saved configurations load; unused since the
+            projection became exact.
+        bounds: the valid input box (default ``(0, 1)``).
     """
 
     def __init__(
@@ -152,14 +137,15 @@ class FAB(Attack):
         eta=1.05,
         beta=0.9,
         bisect_steps=30,
+        bounds=(0.0, 1.0),
         batch_size=500,
         jit_compile="auto",
         seed=None,
     ):
         super().__init__(batch_size=batch_size, jit_compile=jit_compile, seed=seed)
-        self.norm = check_choice(norm, set(_NORMS), "norm")
         self.eps = None if eps is None else check_positive(eps, "eps")
-        self.threat = threat_lib.get(self.norm, 1.0 if self.eps is None else self.eps)
+        self.threat = self._make_threat(norm, 1.0 if self.eps is None else self.eps, bounds)
+        self.norm = self.threat.norm
         self.steps = check_int(steps, "steps")
         self.restarts = check_int(restarts, "restarts")
         self.targeted = bool(targeted)
@@ -172,6 +158,11 @@ class FAB(Attack):
         if self.beta >= 1:
             raise ValueError(f"`beta` must be in (0, 1); got {beta!r}.")
         self.bisect_steps = check_int(bisect_steps, "bisect_steps")
+        self._tracker = engine.Tracker.min_norm()
+
+    @property
+    def label(self):
+        return "FAB-T" if self.targeted else "FAB"
 
     def get_config(self):
         config = super().get_config()
@@ -187,6 +178,8 @@ class FAB(Attack):
             beta=self.beta,
             bisect_steps=self.bisect_steps,
         )
+        if self.threat.bounds != (0.0, 1.0):
+            config["bounds"] = list(self.threat.bounds)
         return config
 
     # ----------------------------------------------------------------- core
@@ -196,47 +189,29 @@ class FAB(Attack):
         y = tf.cast(y, tf.int64)
         logits = model_fn(x)
         fooled = tf.not_equal(tf.argmax(logits, -1), y)
-        batch = tf.shape(x)[0]
-        best = (x, tf.where(fooled, 0.0, tf.fill([batch], math.inf)))
+        best = self._tracker.init(x, fooled, tf.where(fooled, 0.0, math.inf))
         if self.targeted:
             n_targets = self.n_target_classes
             if logits.shape[-1] is not None:
                 n_targets = min(n_targets, int(logits.shape[-1]) - 1)
-            for t in range(n_targets):
-                target = ranked_targets(logits, t + 2)
-                for restart in range(self.restarts):
-                    best = self._run_remaining(model_fn, x, y, target, best, restart)
+
+            def body(i, best):
+                target = engine.ranked_targets(logits, i // self.restarts + 2)
+                restart = i % self.restarts if self.restarts > 1 else 0  # 0: no random op
+                return self.attempt(model_fn, x, y, target, best, restart)
+
+            best = engine.run_loop(body, best, n_targets * self.restarts, unrolled=False)
         else:
-            for restart in range(self.restarts):
-                best = self._run_remaining(model_fn, x, y, None, best, restart)
-        bx, bn = best
-        ok = self._success(bn)
-        return tf.stop_gradient(tf.where(tf.reshape(ok, [-1, 1, 1, 1]), bx, x))
-
-    def _success(self, best_norm):
-        if self.eps is None:
-            return tf.math.is_finite(best_norm)
-        return best_norm <= self.eps * (1 + 1e-6)
-
-    def _run_remaining(self, model_fn, x, y, target, best, restart):
-        """With ``eps``, attacks only the examples not yet within it."""
-        if self.eps is None:
-            return self.run(model_fn, x, y, target, best, restart)
-        bx, bn = best
-        idx = tf.where(tf.logical_not(self._success(bn)))[:, 0]
-
-        def attack():
-            sx, sn = self.run(
-                model_fn,
-                tf.gather(x, idx),
-                tf.gather(y, idx),
-                None if target is None else tf.gather(target, idx),
-                (tf.gather(bx, idx), tf.gather(bn, idx)),
-                restart,
+            best = engine.run_restarts(
+                lambda r, b: self.attempt(model_fn, x, y, None, b, r), best, self.restarts
             )
-            return scatter(bx, idx, sx), scatter(bn, idx, sn)
+        ok = self._success(best)
+        return tf.stop_gradient(tf.where(tf.reshape(ok, engine.per_example_shape(x)), best.x, x))
 
-        return tf.cond(tf.size(idx) > 0, attack, lambda: (bx, bn))
+    def _success(self, best):
+        if self.eps is None:
+            return best.ok
+        return tf.logical_and(best.ok, best.score <= self.eps * (1 + 1e-6))
 
     def _linearise(self, model_fn, xk, y, target):
         """``g = f_s - f_c`` and ``w = grad g`` at ``xk`` (flat), for the chosen ``s``."""
@@ -255,76 +230,76 @@ class FAB(Attack):
         jac = tf.reshape(jac, [tf.shape(xk)[0], k, -1])
         g_all = logits - tf.gather(logits, y, batch_dims=1)[:, None]
         w_all = jac - tf.gather(jac, y, batch_dims=1)[:, None, :]
-        dual = tf.reduce_sum(tf.abs(w_all), -1) if self.norm == "linf" else tf.norm(w_all, axis=-1)
+        # distance to each linearised boundary: |g| / the dual norm of w
+        flat_w = tf.reshape(w_all, [-1, tf.shape(w_all)[-1]])
+        dual = tf.reshape(threat_lib.norm_of(flat_w, _DUAL[self.norm]), tf.shape(g_all))
         dist = tf.abs(g_all) / (dual + _TINY)
         dist = tf.where(tf.one_hot(y, k) > 0, math.inf, dist)
         s = tf.argmin(dist, axis=1)
         return tf.gather(g_all, s, batch_dims=1), tf.gather(w_all, s, batch_dims=1)
 
-    def _norm(self, flat):
-        if self.norm == "linf":
-            return tf.reduce_max(tf.abs(flat), axis=1)
-        return tf.norm(flat, axis=1)
-
-    def run(self, model_fn, x, y, target, best, restart=0):
-        """One FAB run from ``x`` (restart 0) or a random nearby point."""
-        best_x, best_n = best
-        shape = tf.shape(x)
-        shape4 = [-1] + [1] * (x.shape.rank - 1)
-        x_flat = _flat(x)
-        if restart == 0:
-            x0 = x
+    def attempt(self, model_fn, x, y, target, best, restart=0):
+        """One FAB run from ``x`` (restart 0) or a random nearby point; with ``eps`` only on
+        the examples without a perturbation within it."""
+        if self.eps is None:
+            idx = tf.range(tf.shape(x, out_type=tf.int64)[0])
         else:
-            radius = tf.where(tf.math.is_finite(best_n), best_n, 0.0)
-            if self.eps is not None:
-                radius = tf.where(tf.math.is_finite(best_n), tf.minimum(best_n, self.eps), self.eps)
-            seed = None if self.seed is None else self.seed + restart
-            x0 = self.threat.random_start(x, eps=0.5 * radius + _TINY, seed=seed)
-        use_target = target is not None
-        target_all = tf.zeros_like(y) if target is None else tf.cast(target, tf.int64)
-
-        def body(k, state):
-            xk, bx, bn = state
-            active = (
-                tf.logical_not(self._success(bn))
-                if self.eps is not None
-                else tf.ones_like(bn, tf.bool)
-            )
-            idx = active_indices(active)
-            xa = tf.gather(xk, idx)
-            ya = tf.gather(y, idx)
-            xo = tf.gather(x_flat, idx)
-            g, w = self._linearise(
-                model_fn, xa, ya, tf.gather(target_all, idx) if use_target else None
-            )
-            xa_flat = _flat(xa)
-            d_k = project_hyperplane_box(
-                self.norm, w, -g, -xa_flat, 1.0 - xa_flat, self.bisect_steps
-            )
-            r_o = -(g + tf.reduce_sum(w * (xo - xa_flat), axis=1))
-            d_o = project_hyperplane_box(self.norm, w, r_o, -xo, 1.0 - xo, self.bisect_steps)
-            n_k, n_o = self._norm(d_k), self._norm(d_o)
-            a = tf.minimum(n_k / (n_k + n_o + _TINY), self.alpha_max)[:, None]
-            x_new = (1.0 - a) * (xa_flat + self.eta * d_k) + a * (xo + self.eta * d_o)
-            x_new = tf.clip_by_value(x_new, 0.0, 1.0)
-            logits = model_fn(tf.reshape(x_new, tf.concat([tf.shape(idx), shape[1:]], 0)))
-            adv = tf.not_equal(tf.argmax(logits, -1), ya)
-            dist = self._norm(x_new - xo)
-            improve = tf.logical_and(adv, dist < tf.gather(bn, idx))
-            x_new_img = tf.reshape(x_new, tf.shape(xa))
-            bx = scatter(
-                bx, idx, tf.where(tf.reshape(improve, shape4), x_new_img, tf.gather(bx, idx))
-            )
-            bn = scatter(bn, idx, tf.where(improve, dist, tf.gather(bn, idx)))
-            back = (1.0 - self.beta) * xo + self.beta * x_new
-            x_next = tf.where(adv[:, None], back, x_new)
-            xk = scatter(xk, idx, tf.reshape(x_next, tf.shape(xa)))
-            return xk, bx, bn
-
-        cond = None
-        if self.eps is not None:
-            cond = lambda s: tf.reduce_any(tf.logical_not(self._success(s[2])))
-        _, bx, bn = while_or_unrolled(
-            body, (x0, best_x, best_n), self.steps, unrolled=False, cond=cond
+            idx = tf.where(tf.logical_not(self._success(best)))[:, 0]
+        return tf.cond(
+            tf.size(idx) > 0,
+            lambda: self._run(model_fn, x, y, target, best, idx, restart),
+            lambda: best,
         )
-        return bx, bn
+
+    def _start(self, x0, best_norm, restart):
+        """``x0`` at restart 0, else a random point within ``min(eps, best) / 2``."""
+        radius = tf.where(tf.math.is_finite(best_norm), best_norm, 0.0)
+        if self.eps is not None:
+            radius = tf.where(
+                tf.math.is_finite(best_norm), tf.minimum(best_norm, self.eps), self.eps
+            )
+        seed = None if self.seed is None else self.seed + 1
+        rand = self.threat.random_start(x0, eps=0.5 * radius + _TINY, seed=seed)
+        if isinstance(restart, int):
+            return x0 if restart == 0 else rand
+        return tf.where(tf.equal(restart, 0), x0, rand)
+
+    def _run(self, model_fn, x, y, target, best, idx, restart):
+        tracker, threat = self._tracker, self.threat
+        lo, hi = threat.bounds
+        use_target = target is not None
+        target = tf.zeros_like(y) if target is None else tf.cast(target, tf.int64)
+        x0, y_a, t_a = engine.gather((x, y, target), idx)
+        start = self._start(x0, tf.gather(best.score, idx), restart)
+        shape = engine.per_example_shape(x)
+
+        def step(k, act, best):
+            idx, x0, y_a, t_a, xk = act
+            g, w = self._linearise(model_fn, xk, y_a, t_a if use_target else None)
+            xf, of = _flat(xk), _flat(x0)
+            d_k = project_hyperplane_box(self.norm, w, -g, lo - xf, hi - xf)
+            r_o = -(g + tf.reduce_sum(w * (of - xf), axis=1))
+            d_o = project_hyperplane_box(self.norm, w, r_o, lo - of, hi - of)
+            n_k, n_o = threat.norm_of(d_k), threat.norm_of(d_o)
+            a = tf.minimum(n_k / (n_k + n_o + _TINY), self.alpha_max)[:, None]
+            x_new = (1.0 - a) * (xf + self.eta * d_k) + a * (of + self.eta * d_o)
+            x_new = tf.reshape(threat.clip(x_new), tf.shape(xk))
+            adv = tf.not_equal(tf.argmax(model_fn(x_new), -1), y_a)
+            best = tracker.update_rows(best, idx, x_new, adv, threat.norm_of(x_new - x0))
+            back = (1.0 - self.beta) * x0 + self.beta * x_new
+            xk = tf.where(tf.reshape(adv, shape), back, x_new)
+            if self.eps is None:
+                keep = tf.ones_like(adv)
+            else:
+                keep = tf.logical_not(tf.gather(self._success(best), idx))
+            return (idx, x0, y_a, t_a, xk), keep, best
+
+        _, best = engine.run_active(
+            step,
+            (idx, x0, y_a, t_a, start),
+            best,
+            self.steps,
+            unrolled=False,
+            chunk=1,  # one model copy in the graph: tracing stays short,
+        )
+        return best

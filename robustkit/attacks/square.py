@@ -18,9 +18,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from robustkit import threat as threat_lib
+from robustkit import losses
 from robustkit._validation import check_int, check_positive
-from robustkit.attacks.apgd import active_indices, scatter, while_or_unrolled
+from robustkit.attacks import engine
 from robustkit.attacks.base import Attack
 
 #: iterations (on a 10,000-query scale) after which the square fraction p halves
@@ -29,11 +29,17 @@ _TINY = 1e-12
 
 
 def margin(logits, y):
-    """``z_y - max_{j != y} z_j``: the Square Attack loss (minimised; < 0 = fooled)."""
-    onehot = tf.one_hot(y, tf.shape(logits)[-1], dtype=logits.dtype)
-    true = tf.reduce_sum(onehot * logits, axis=-1)
-    other = tf.reduce_max(tf.where(onehot > 0, tf.fill(tf.shape(logits), -1e30), logits), axis=-1)
-    return true - other
+    """``z_y - max_{j != y} z_j``: the Square Attack loss (minimised; <= 0 = fooled).
+
+    The negated CW margin of :func:`robustkit.losses.margin`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> float(margin(np.array([[3.0, 1.0]], "float32"), np.array([0]))[0])
+    2.0
+    """
+    return -losses.margin(logits, y)
 
 
 def _pseudo_gaussian_table(size):
@@ -58,7 +64,7 @@ class Square(Attack):
     keeps it when the margin loss ``z_y - max_{j != y} z_j`` decreases. ``p``
     starts at ``p_init`` and halves after iterations 10, 50, 200, 500, 1000, 2000,
     4000, 6000, 8000 (rescaled to ``n_queries`` / 10,000 when
-    ``rescale_schedule``).
+    ``rescale_schedule``; AutoAttack runs it without rescaling, as the reference does).
 
     * L-inf: starts from vertical stripes (each column and channel ``+-eps``);
       a proposal sets the window, per channel, to one random value ``+-eps``.
@@ -68,17 +74,20 @@ class Square(Attack):
       (two halves of opposite sign), keeping the total norm ``<= eps``.
 
     Args:
-        eps: radius; norm: ``"linf"`` or ``"l2"``.
+        eps: radius; norm: ``"linf"`` or ``"l2"`` (L1 is not supported).
         n_queries: model evaluations per example and restart (5000 in AutoAttack
-            standard; a fooled example stops querying).
+            standard); a fooled example stops querying (it leaves the batch).
         p_init: initial fraction of pixels changed (0.8 in AutoAttack; the
             paper's L-inf ImageNet setting is 0.05).
         restarts: independent restarts for examples still robust.
         rescale_schedule: rescale the p schedule to ``n_queries``.
+        bounds: the valid input box (default ``(0, 1)``).
 
     Robust accuracy never exceeds clean accuracy (the clean input is a
     candidate). Image side must be >= 2.
     """
+
+    black_box = True
 
     def __init__(
         self,
@@ -88,12 +97,13 @@ class Square(Attack):
         p_init=0.8,
         restarts=1,
         rescale_schedule=True,
+        bounds=(0.0, 1.0),
         batch_size=500,
         jit_compile="auto",
         seed=None,
     ):
         super().__init__(batch_size=batch_size, jit_compile=jit_compile, seed=seed)
-        self.threat = self._make_threat(norm, eps)
+        self.threat = self._make_threat(norm, eps, bounds)
         self.eps = self.threat.eps
         self.norm = self.threat.norm
         self.n_queries = check_int(n_queries, "n_queries")
@@ -102,6 +112,13 @@ class Square(Attack):
             raise ValueError(f"`p_init` must be in (0, 1]; got {p_init!r}.")
         self.restarts = check_int(restarts, "restarts")
         self.rescale_schedule = bool(rescale_schedule)
+        self._tracker = engine.Tracker.fooled_then_loss()
+        self._init_delta = {"linf": self._init_linf, "l2": self._init_l2}[self.norm]
+        self._propose = {"linf": self._propose_linf, "l2": self._propose_l2}[self.norm]
+
+    @property
+    def label(self):
+        return "Square"
 
     def get_config(self):
         config = super().get_config()
@@ -113,6 +130,8 @@ class Square(Attack):
             restarts=self.restarts,
             rescale_schedule=self.rescale_schedule,
         )
+        if self.threat.bounds != (0.0, 1.0):
+            config["bounds"] = list(self.threat.bounds)
         return config
 
     def _check_call(self, x, y, num_classes):
@@ -126,12 +145,18 @@ class Square(Attack):
     def perturb(self, model_fn, x, y):
         """Graph-safe Square Attack: returns ``x_adv`` for tensors ``x``, ``y``."""
         y = tf.cast(y, tf.int64)
-        model_fn_ng = lambda t: tf.stop_gradient(model_fn(tf.stop_gradient(t)))
+
+        def model_fn_ng(t):  # logits of a known rank, even from a numpy_function model
+            out = tf.stop_gradient(model_fn(tf.stop_gradient(t)))
+            return tf.reshape(out, [tf.shape(t)[0], -1])
+
         m0 = margin(model_fn_ng(x), y)
-        best = (x, m0)
-        for restart in range(self.restarts):
-            best = self.run(model_fn_ng, x, y, best, restart)
-        return tf.stop_gradient(best[0])
+        # the tracker maximises: score = fallback = -margin; success = margin <= 0
+        best = self._tracker.init(x, m0 <= 0, -m0)
+        best = engine.run_restarts(
+            lambda r, b: self.attempt(model_fn_ng, x, y, b, r), best, self.restarts
+        )
+        return tf.stop_gradient(best.x)
 
     def _p(self, it):
         """Fraction of pixels for iteration ``it`` (tensor)."""
@@ -148,20 +173,15 @@ class Square(Attack):
     @staticmethod
     def _window(batch, h, w, s, seed=None):
         """Random square windows: boolean (B, H, W, 1) and local coordinates."""
-        vh = tf.cast(
-            tf.floor(tf.random.uniform([batch], seed=seed) * tf.cast(h - s + 1, tf.float32)),
-            tf.int32,
-        )
-        vw = tf.cast(
-            tf.floor(tf.random.uniform([batch], seed=seed) * tf.cast(w - s + 1, tf.float32)),
-            tf.int32,
-        )
-        lr = tf.range(h)[None, :, None] - vh[:, None, None]  # (B, H, 1)
-        lc = tf.range(w)[None, None, :] - vw[:, None, None]  # (B, 1, W)
-        inside = tf.logical_and(tf.logical_and(lr >= 0, lr < s), tf.logical_and(lc >= 0, lc < s))
-        lr = tf.broadcast_to(lr, [batch, h, w])
-        lc = tf.broadcast_to(lc, [batch, h, w])
-        return inside[..., None], lr, lc
+        corner = tf.random.uniform([2, batch], seed=seed)
+        vh = tf.cast(tf.floor(corner[0] * tf.cast(h - s + 1, tf.float32)), tf.int32)
+        vw = tf.cast(tf.floor(corner[1] * tf.cast(w - s + 1, tf.float32)), tf.int32)
+        lr = tf.range(h)[None, :] - vh[:, None]  # (B, H)
+        lc = tf.range(w)[None, :] - vw[:, None]  # (B, W)
+        rows = tf.logical_and(lr >= 0, lr < s)
+        cols = tf.logical_and(lc >= 0, lc < s)
+        inside = tf.logical_and(rows[:, :, None, None], cols[:, None, :, None])  # (B, H, W, 1)
+        return inside, lr[:, :, None], lc[:, None, :]
 
     def _meta_gaussian(self, table, lr, lc, s, transpose):
         """Meta pseudo-Gaussian on a window of side ``s`` at local coords, unnormalised.
@@ -184,105 +204,116 @@ class Square(Attack):
         vals = tf.gather(tf.reshape(table, [-1]), top * size + ring)
         return tf.where(first, vals, -vals)
 
-    def run(self, model_fn, x, y, best, restart=0):
-        """One Square Attack run; ``best = (x_adv, margin)`` is updated."""
-        best_x, best_m = best
+    # ---------------------------------------------------------- per norm
+    def _init_linf(self, x, seed, table):
+        batch, w, c = tf.shape(x)[0], int(x.shape[2]), int(x.shape[3])
+        signs = tf.sign(tf.random.uniform([batch, 1, w, c], -1.0, 1.0, seed=seed))
+        signs = tf.where(signs == 0, tf.ones_like(signs), signs)
+        return tf.broadcast_to(self.eps * signs, tf.shape(x))
+
+    def _init_l2(self, x, seed, table):
         batch = tf.shape(x)[0]
         h, w, c = int(x.shape[1]), int(x.shape[2]), int(x.shape[3])
-        shape4 = [-1, 1, 1, 1]
+        s0 = max(h // 5, 1)
+        rr = tf.range(h)[:, None] % s0 + tf.zeros([1, w], tf.int32)
+        cc = tf.range(w)[None, :] % s0 + tf.zeros([h, 1], tf.int32)
+        tile = (tf.range(h)[:, None] // s0) * (w // s0 + 1) + tf.range(w)[None, :] // s0
+        n_tiles = (h // s0 + 1) * (w // s0 + 1)
+        pattern = self._meta_gaussian(
+            table, rr[None], cc[None], tf.constant(s0), tf.zeros([1], tf.bool)
+        )[0]
+        tile_signs = tf.sign(tf.random.uniform([batch, n_tiles, c], -1.0, 1.0, seed=seed))
+        tile_signs = tf.where(tile_signs == 0, tf.ones_like(tile_signs), tile_signs)
+        per_pixel = tf.gather(tile_signs, tf.reshape(tile, [-1]), axis=1)
+        delta = tf.reshape(per_pixel, [batch, h, w, c]) * pattern[None, :, :, None]
+        return delta / (self.threat.norm_of(delta)[:, None, None, None] + _TINY) * self.eps
+
+    def _propose_linf(self, x, delta, inside, lr, lc, s, table):
+        """A candidate point: the window set, per channel, to one random ``+-eps`` (inside
+        the ball by construction, so only the box clip is needed)."""
+        batch, c, eps = tf.shape(x)[0], int(x.shape[3]), self.eps
+        prop = eps * tf.sign(tf.random.uniform([batch, 1, 1, c], -1.0, 1.0))
+        prop = tf.where(prop == 0, eps * tf.ones_like(prop), prop)
+        cand = self.threat.clip(x + tf.where(inside, prop, delta))
+        changed = tf.reduce_any(
+            tf.logical_and(inside, tf.abs(cand - (x + delta)) > 1e-7), axis=[1, 2], keepdims=True
+        )
+        prop = tf.where(changed, prop, -prop)  # same values as now: flip the sign
+        return self.threat.clip(x + tf.where(inside, prop, delta))
+
+    def _propose_l2(self, x, delta, inside, lr, lc, s, table):
+        """A candidate point: a second window's mass moved into the first, plus a
+        random meta pseudo-Gaussian, projected into the L2 ball and the box."""
+        batch, h, w, c = tf.shape(x)[0], int(x.shape[1]), int(x.shape[2]), int(x.shape[3])
         eps = self.eps
+        inside2, _, _ = self._window(batch, h, w, s)
+        union = tf.logical_or(inside, inside2)
+        sq = tf.square(delta)
+        norm_union = tf.sqrt(tf.reduce_sum(tf.where(union, sq, 0.0), axis=[1, 2]))  # (B, C)
+        total = tf.reduce_sum(sq, axis=[1, 2, 3])
+        slack = tf.maximum(eps * eps - total, 0.0) / float(c)
+        target = tf.sqrt(tf.square(norm_union) + slack[:, None])
+        old = tf.where(inside, delta, 0.0)
+        old = old / (tf.sqrt(tf.reduce_sum(tf.square(old), axis=[1, 2], keepdims=True)) + _TINY)
+        transpose = tf.random.uniform([batch]) < 0.5
+        pattern = self._meta_gaussian(table, lr, lc, s, transpose)[..., None]
+        pattern = tf.where(inside, pattern, 0.0)
+        pattern = pattern / (
+            tf.sqrt(tf.reduce_sum(tf.square(pattern), axis=[1, 2], keepdims=True)) + _TINY
+        )
+        sign = tf.sign(tf.random.uniform([batch, 1, 1, c], -1.0, 1.0))
+        new = old + sign * pattern
+        new = new / (tf.sqrt(tf.reduce_sum(tf.square(new), axis=[1, 2], keepdims=True)) + _TINY)
+        new = new * target[:, None, None, :]
+        return self.threat.project(x + tf.where(inside, new, tf.where(union, 0.0, delta)), x)
+
+    # -------------------------------------------------------------- one run
+    def attempt(self, model_fn, x, y, best, restart=0):
+        """One Square Attack run on the examples ``best`` has not fooled yet."""
+        idx = tf.where(tf.logical_not(best.ok))[:, 0]
+        return tf.cond(
+            tf.size(idx) > 0, lambda: self._run(model_fn, x, y, best, idx, restart), lambda: best
+        )
+
+    def _run(self, model_fn, x, y, best, idx, restart):
+        tracker = self._tracker
+        h, w = int(x.shape[1]), int(x.shape[2])
         seed = None if self.seed is None else self.seed + 1000 * restart
         table = _pseudo_gaussian_table(max(h, w))
-        active0 = best_m > 0
+        x0, y_a = engine.gather((x, y), idx)
+        x_init = self.threat.project(x0 + self._init_delta(x0, seed, table), x0)
+        m = margin(model_fn(x_init), y_a)
+        fooled = m <= 0
+        best = tracker.update_rows(best, idx, x_init, fooled, -m, tf.where(fooled, -m, -np.inf))
+        active = engine.compact((idx, x0, y_a, x_init, m), tf.logical_not(fooled))
 
-        # ---------------------------------------------------------- init
-        if self.norm == "linf":
-            signs = tf.sign(tf.random.uniform([batch, 1, w, c], -1.0, 1.0, seed=seed))
-            signs = tf.where(signs == 0, tf.ones_like(signs), signs)
-            delta = tf.broadcast_to(eps * signs, tf.shape(x))
-        else:
-            s0 = max(h // 5, 1)
-            rr = tf.range(h)[:, None] % s0 + tf.zeros([1, w], tf.int32)
-            cc = tf.range(w)[None, :] % s0 + tf.zeros([h, 1], tf.int32)
-            tile = (tf.range(h)[:, None] // s0) * (w // s0 + 1) + tf.range(w)[None, :] // s0
-            n_tiles = (h // s0 + 1) * (w // s0 + 1)
-            pattern = self._meta_gaussian(
-                table, rr[None], cc[None], tf.constant(s0), tf.zeros([1], tf.bool)
-            )[0]
-            tile_signs = tf.sign(tf.random.uniform([batch, n_tiles, c], -1.0, 1.0, seed=seed))
-            tile_signs = tf.where(tile_signs == 0, tf.ones_like(tile_signs), tile_signs)
-            per_pixel = tf.gather(tile_signs, tf.reshape(tile, [-1]), axis=1)
-            delta = tf.reshape(per_pixel, [batch, h, w, c]) * pattern[None, :, :, None]
-            norms = tf.sqrt(tf.reduce_sum(tf.square(delta), axis=[1, 2, 3], keepdims=True))
-            delta = delta / (norms + _TINY) * eps
-        x_init = self.threat.project(x + delta, x)
-
-        idx = active_indices(active0)
-        m_a = margin(model_fn(tf.gather(x_init, idx)), tf.gather(y, idx))
-        m_init = scatter(best_m, idx, m_a)
-        # The running state starts at the initial point for every attacked example.
-        cur_x = tf.where(tf.reshape(active0, shape4), x_init, best_x)
-        cur_m = tf.where(active0, m_init, best_m)
-
-        def body(k, state):
-            cur_x, cur_m = state
-            active = cur_m > 0
+        def step(k, act, best):
+            idx, x0, y_a, cur, cur_m = act
             s = self._side(k + 1, h, w)
-            inside, lr, lc = self._window(batch, h, w, s)
-            delta = cur_x - x
-            if self.norm == "linf":
-                prop = eps * tf.sign(tf.random.uniform([batch, 1, 1, c], -1.0, 1.0))
-                prop = tf.where(prop == 0, eps * tf.ones_like(prop), prop)
-                cand = tf.clip_by_value(x + tf.where(inside, prop, delta), 0.0, 1.0)
-                changed = tf.reduce_any(
-                    tf.logical_and(inside, tf.abs(cand - cur_x) > 1e-7), axis=[1, 2], keepdims=True
-                )
-                prop = tf.where(changed, prop, -prop)  # same values as now: flip the sign
-                new_delta = tf.where(inside, prop, delta)
-            else:
-                inside2, _, _ = self._window(batch, h, w, s)
-                union = tf.logical_or(inside, inside2)
-                sq = tf.square(delta)
-                norm_union = tf.sqrt(tf.reduce_sum(tf.where(union, sq, 0.0), axis=[1, 2]))  # (B, C)
-                total = tf.reduce_sum(sq, axis=[1, 2, 3])
-                slack = tf.maximum(eps * eps - total, 0.0) / float(c)
-                target = tf.sqrt(tf.square(norm_union) + slack[:, None])
-                old = tf.where(inside, delta, 0.0)
-                old = old / (
-                    tf.sqrt(tf.reduce_sum(tf.square(old), axis=[1, 2], keepdims=True)) + _TINY
-                )
-                transpose = tf.random.uniform([batch]) < 0.5
-                pattern = self._meta_gaussian(table, lr, lc, s, transpose)[..., None]
-                pattern = tf.where(inside, pattern, 0.0)
-                pattern = pattern / (
-                    tf.sqrt(tf.reduce_sum(tf.square(pattern), axis=[1, 2], keepdims=True)) + _TINY
-                )
-                sign = tf.sign(tf.random.uniform([batch, 1, 1, c], -1.0, 1.0))
-                new = old + sign * pattern
-                new = new / (
-                    tf.sqrt(tf.reduce_sum(tf.square(new), axis=[1, 2], keepdims=True)) + _TINY
-                )
-                new = new * target[:, None, None, :]
-                new_delta = tf.where(inside, new, tf.where(union, 0.0, delta))
-            cand = self.threat.project(x + new_delta, x)
-            idx = active_indices(active)
-            m_a = margin(model_fn(tf.gather(cand, idx)), tf.gather(y, idx))
-            m_new = scatter(cur_m, idx, m_a)
-            accept = tf.logical_and(active, m_new < cur_m)
-            cur_x = tf.where(tf.reshape(accept, shape4), cand, cur_x)
-            cur_m = tf.where(accept, m_new, cur_m)
-            return cur_x, cur_m
+            inside, lr, lc = self._window(tf.shape(idx)[0], h, w, s)
+            cand = self._propose(x0, cur - x0, inside, lr, lc, s, table)
+            m = margin(model_fn(cand), y_a)
+            accept = m < cur_m
+            cur = tf.where(tf.reshape(accept, [-1, 1, 1, 1]), cand, cur)
+            cur_m = tf.where(accept, m, cur_m)
+            fooled = cur_m <= 0
+            no = tf.fill(tf.shape(m), -np.inf)
+            # the examples fooled now leave the batch: write them back (only then)
+            best = tf.cond(
+                tf.reduce_any(fooled),
+                lambda: tracker.update_rows(
+                    best, idx, cur, fooled, -cur_m, tf.where(fooled, -cur_m, no)
+                ),
+                lambda: best,
+            )
+            return (idx, x0, y_a, cur, cur_m), tf.logical_not(fooled), best
 
-        cur_x, cur_m = while_or_unrolled(
-            body,
-            (cur_x, cur_m),
-            self.n_queries - 1,
-            unrolled=False,
-            cond=lambda s: tf.reduce_any(s[1] > 0),
+        (idx, _, _, cur, cur_m), best = engine.run_active(
+            step, active, best, self.n_queries - 1, unrolled=False, chunk=engine.WHILE_CHUNK
         )
-        # Keep the previous best where this run did not lower the margin.
-        better = tf.logical_and(active0, cur_m < best_m)
-        return (
-            tf.where(tf.reshape(better, shape4), cur_x, best_x),
-            tf.where(better, cur_m, best_m),
+        # still robust: keep this run's point where it lowered the margin below the best
+        return tf.cond(
+            tf.size(idx) > 0,
+            lambda: tracker.update_rows(best, idx, cur, tf.zeros_like(cur_m, tf.bool), -cur_m),
+            lambda: best,
         )
