@@ -41,6 +41,7 @@ import tensorflow as tf
 from robustkit import objectives as objectives_lib
 from robustkit.attacks.base import Attack
 from robustkit.attacks.pgd import PGD
+from robustkit.data.arrays import first_batch
 from robustkit.models import contract
 from robustkit.models.adapter import low_precision, unit_upstream
 
@@ -78,26 +79,6 @@ def _labels(y):
 
 #: Keras callbacks that read the ``logs`` RobustEvaluation writes (it must come first)
 _LOG_READERS = ("TensorBoard", "CSVLogger", "EarlyStopping", "ModelCheckpoint")
-
-
-def _first_batch(x, y, batch_size):
-    """The first ``(x, y)`` batch of what ``fit`` was given, or ``(None, None)``."""
-    if isinstance(x, tf.data.Dataset):
-        for element in x.take(1):
-            if isinstance(element, (tuple, list)):
-                xb, yb, _ = keras.utils.unpack_x_y_sample_weight(tuple(element))
-                return xb, yb
-            return element, None
-        return None, None
-    if isinstance(x, keras.utils.PyDataset):
-        element = x[0]
-        if isinstance(element, (tuple, list)):
-            return tuple(element)[0], (tuple(element)[1] if len(element) > 1 else None)
-        return element, None
-    if isinstance(x, (np.ndarray, tf.Tensor)):
-        b = batch_size or 32
-        return x[:b], None if y is None else y[:b]
-    return None, None  # a generator: not peeked (it would lose the batch)
 
 
 def _scale_for_replicas(loss):
@@ -234,7 +215,7 @@ class RobustModel(keras.Model):
         """Checks the first batch of ``x`` (arrays, ``tf.data``, ``PyDataset``) as ``fit``
         does: values within :attr:`bounds`, class ids or one-hot labels that fit the
         model's classes, logits (not probabilities) out; ``ValueError`` naming the fix."""
-        xb, yb = _first_batch(x, y, batch_size)
+        xb, yb = first_batch(x, y, batch_size)
         if xb is None:
             return
         contract.check_range(xb, self.bounds)

@@ -87,8 +87,8 @@ def test_idx_parser_on_hand_made_file(tmp_path):
 
 
 def test_cifar10_file_split(data_dir):
-    x_tr, y_tr = rk.data.load("cifar10", "train", data_dir)
-    x_te, y_te = rk.data.load("cifar10", "test", data_dir)
+    x_tr, y_tr = rk.data.load("cifar10_test_files", "train", data_dir)
+    x_te, y_te = rk.data.load("cifar10_test_files", "test", data_dir)
     assert x_tr.shape == (9000, 32, 32, 3) and x_te.shape == (1000, 32, 32, 3)
     assert x_tr.dtype == np.float32 and x_te.min() >= 0.0 and x_te.max() <= 1.0
     # 1,000 test images per class in total in the file
@@ -99,7 +99,7 @@ def test_cifar10_file_split(data_dir):
 
 def test_missing_local_files_name_the_layout(tmp_path):
     with pytest.raises(FileNotFoundError, match="shared/data/README.md"):
-        rk.data.load("cifar10", "test", str(tmp_path))
+        rk.data.load("cifar10_test_files", "test", str(tmp_path))
 
 
 def test_unknown_split_and_name():
