@@ -208,6 +208,8 @@ class RobustModel(keras.Model):
         """
         self.check_data(x, y, batch_size)
         callbacks = self._with_data_epoch(x, list(callbacks or []))
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # Keras warns about shuffle=True for datasets
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
                            callbacks=callbacks, **kwargs)  # fmt: skip
 
