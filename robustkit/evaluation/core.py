@@ -174,7 +174,8 @@ def evaluate(
         surrogate = resolve_model(surrogate, "surrogate")[0]
     # a tf.data dataset is measured as a stream; only the masking checks' head is held
     streaming = isinstance(data, tf.data.Dataset)
-    x, y = as_arrays(data, min(n or check_examples, check_examples) if streaming else n)
+    head = min(n or check_examples, check_examples) if checks else 1
+    x, y = as_arrays(data, head if streaming else n)
     fn = as_logits_fn(model)
     probe = fn(tf.convert_to_tensor(x[:1]))
     if probe.shape.rank != 2:
