@@ -37,12 +37,16 @@ DATA = os.environ.get(
     "ROBUSTKIT_DATA_DIR", os.path.normpath(os.path.join(REPO, "..", "shared", "data"))
 )
 EPS = {"mnist": 0.3, "cifar10": 8 / 255}
+#: the local files: "cifar10" here is the JPEG-decoded CIFAR-10 test set (9,000/1,000)
+LOCAL_NAME = {"cifar10": "cifar10_test_files"}
 
 
 def train_cnn(dataset, n_train, epochs, seed=0):
     """An undefended small CNN (robustkit.models.small_cnn, width 16) trained from scratch."""
     keras.utils.set_random_seed(seed)
-    x, y = rk.data.subset(*rk.data.load(dataset, "train", DATA), n_train, seed=seed)
+    x, y = rk.data.subset(
+        *rk.data.load(LOCAL_NAME.get(dataset, dataset), "train", DATA), n_train, seed=seed
+    )
     model = rk.models.small_cnn(x.shape[1:], width=16, dense=64)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
@@ -54,7 +58,7 @@ def train_cnn(dataset, n_train, epochs, seed=0):
 
 
 def correct_test_images(model, dataset, n, seed=0):
-    x, y = rk.data.load(dataset, "test", DATA)
+    x, y = rk.data.load(LOCAL_NAME.get(dataset, dataset), "test", DATA)
     x, y = rk.data.subset(x, y, min(len(x), 4 * n), seed=seed)
     pred = np.argmax(model.predict(x, verbose=0), axis=1)
     keep = np.flatnonzero(pred == y)[:n]
@@ -67,7 +71,9 @@ def diagnose(model, dataset, n, stat, steps, seed=0):
     rate and online MI. Re-implements Algorithm 1's loop eagerly from the attack's own
     pieces (``_evaluate``, ``_project``, the Adam step) so each step can be printed."""
     x, y = rk.data.subset(
-        *rk.data.load(dataset, "train", DATA), 4000 if dataset == "mnist" else 9000, seed=seed
+        *rk.data.load(LOCAL_NAME.get(dataset, dataset), "train", DATA),
+        4000 if dataset == "mnist" else 9000,
+        seed=seed,
     )
     x, y = x[-n:], y[-n:]
     atk = rk.attacks.MinMax(eps=EPS[dataset], steps=steps, seed=seed, **stat)

@@ -130,10 +130,10 @@ def load(args):
             lambda: rk.models.small_cnn((28, 28, 1), width=16, dense=64),
         )
     x_tr, y_tr = rk.data.subset(
-        *rk.data.load("cifar10", "train", args.data_dir), args.n_train, seed=0
+        *rk.data.load("cifar10_test_files", "train", args.data_dir), args.n_train, seed=0
     )
     x_te, y_te = rk.data.subset(
-        *rk.data.load("cifar10", "test", args.data_dir), args.n_test, seed=0
+        *rk.data.load("cifar10_test_files", "test", args.data_dir), args.n_test, seed=0
     )
     return (
         x_tr,

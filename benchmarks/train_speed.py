@@ -70,7 +70,7 @@ class Context:
                 sys.exit(f"CIFAR-10 not found under {args.data_dir!r}: pass --data-dir.")
             # ../shared/data holds the 10,000 real CIFAR-10 test images only
             x_tr, y_tr = rk.data.subset(
-                *rk.data.load("cifar10", "test", args.data_dir), args.n, seed=args.seed
+                *rk.data.load("cifar10_test_files", "test", args.data_dir), args.n, seed=args.seed
             )
         else:
             x_tr, y_tr, _, _ = C.mnist(args.data_dir, args.n, 10, seed=args.seed)

@@ -27,12 +27,20 @@ classified correctly or lies outside the attack's eps-ball.
 Put :class:`RobustEvaluation` *before* Keras' own ``ModelCheckpoint``,
 ``EarlyStopping``, ``CSVLogger`` or ``TensorBoard`` in the list: it writes
 ``val_robust_accuracy`` and ``val_clean_accuracy`` into the epoch's ``logs``, which
-those callbacks then read like any other metric. Use Keras' own
-``BackupAndRestore``, ``ModelCheckpoint`` and learning-rate schedules.
+those callbacks then read like any other metric (``RobustModel.fit`` warns when they come
+first). Use Keras' own ``BackupAndRestore``, ``ModelCheckpoint`` and learning-rate schedules.
+
+Resuming exactly: ``BackupAndRestore`` restores the weights, the optimizer (its step count,
+from which :class:`EpsilonWarmup` reads its position) and ``model.eps``;
+:class:`BestRobustCheckpoint` with a ``filepath`` persists its best score; a
+:func:`robustkit.data.make_dataset` pipeline is keyed on the epoch (:class:`DataEpoch`) and
+:class:`EpochSeed` keys the inner attack's random start on it.
 """
 
 import importlib
+import json
 import math
+import os
 import warnings
 
 import keras
@@ -168,6 +176,10 @@ class EpsilonWarmup(keras.callbacks.Callback):
         steps: warm-up length in optimizer steps (batches).
         start: fraction of eps at the first batch (default 0: the first batch uses
             ``eps / warm-up steps``).
+
+    The position on the ramp is the optimizer's step count (``optimizer.iterations``), which
+    ``keras.callbacks.BackupAndRestore`` restores: a resumed run continues the ramp where the
+    backup left it. A second ``fit`` on a trained model therefore starts past the warm-up.
     """
 
     def __init__(self, epochs=None, steps=None, start=0.0):
@@ -179,7 +191,6 @@ class EpsilonWarmup(keras.callbacks.Callback):
         if not 0.0 <= start <= 1.0:
             raise ValueError(f"`start` must be in [0, 1]; got {start!r}.")
         self.start = float(start)
-        self._seen = 0
         self._total = None
         self._target = None
 
@@ -199,20 +210,72 @@ class EpsilonWarmup(keras.callbacks.Callback):
                 )
             self._total = max(1, int(math.ceil(self.epochs * per_epoch)))
 
-    def current(self):
-        """The radius for the next batch."""
-        frac = min(1.0, (self._seen + 1) / self._total)
+    def current(self, step=None):
+        """The radius for optimizer step ``step`` (default: the next one)."""
+        step = int(self.model.optimizer.iterations.numpy()) if step is None else int(step)
+        frac = min(1.0, (step + 1) / self._total)
         return self._target * (self.start + (1.0 - self.start) * frac)
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self._seen < self._total:
-            self.model.eps.assign(self.current())
-        elif self._seen == self._total:
-            self.model.eps.assign(self._target)
-        self._seen += 1
+        step = int(self.model.optimizer.iterations.numpy())
+        if step <= self._total:
+            self.model.eps.assign(self.current(step))
 
     def on_train_end(self, logs=None):
         self.model.eps.assign(self._target)
+
+
+class DataEpoch(keras.callbacks.Callback):
+    """Tells a :func:`robustkit.data.make_dataset` pipeline the epoch at each epoch's start,
+    so its order and augmentation depend on the epoch number only (also after a resume).
+
+    ``RobustModel.fit`` adds it when given such a dataset; add it yourself for a plain
+    Keras model.
+
+    Example:
+
+    >>> import numpy as np, robustkit as rk
+    >>> ds = rk.data.make_dataset(np.zeros((8, 2), "float32"), np.zeros(8, "int64"), 4)
+    >>> cb = rk.callbacks.DataEpoch(ds)
+    >>> cb.on_epoch_begin(3); int(ds.epoch_variable.numpy())
+    3
+    """
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.variable = getattr(dataset, "epoch_variable", None)
+        if self.variable is None:
+            raise ValueError("`dataset` must come from robustkit.data.make_dataset.")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.variable.assign(epoch)
+
+
+class EpochSeed(keras.callbacks.Callback):
+    """Draws each epoch's training randomness (the inner attack's random start) from the
+    seed ``seed + epoch``, so a run resumed from a backup repeats it exactly.
+
+    TensorFlow's random ops keep their position inside the compiled train function; a
+    resumed process would start their sequences again. At each epoch's start this callback
+    sets TensorFlow's global seed and rebuilds the train function (one retrace per epoch,
+    seconds on a CPU), so epoch ``e`` draws the same numbers in both runs. The global seed
+    is process-wide: later random ops in the same process follow it too.
+
+    Example:
+
+    >>> import robustkit as rk
+    >>> cb = rk.callbacks.EpochSeed(seed=0)
+    """
+
+    def __init__(self, seed=0):
+        super().__init__()
+        self.seed = check_int(seed, "seed", minimum=0)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        import tensorflow as tf
+
+        tf.random.set_seed(self.seed * 100003 + epoch)
+        self.model.make_train_function(force=True)
 
 
 class BestRobustCheckpoint(keras.callbacks.Callback):
@@ -228,7 +291,10 @@ class BestRobustCheckpoint(keras.callbacks.Callback):
     >>> best = rk.callbacks.BestRobustCheckpoint("saved_models/best.weights.h5")
 
     Args:
-        filepath: optional ``.weights.h5`` path written whenever the score improves.
+        filepath: optional ``.weights.h5`` path written whenever the score improves,
+            with the score beside it (``<name>.best.json``): a run resumed from a backup
+            (it starts at an epoch > 0) reads it back, so it keeps the best of the epochs
+            before the interruption and restores it at the end.
         data, attack, max_examples: evaluate on this held-out data instead of
             reading ``logs``.
         prefix: prefix of the ``logs`` keys to read (default ``"val_"``).
@@ -258,12 +324,38 @@ class BestRobustCheckpoint(keras.callbacks.Callback):
         self.best_score = -np.inf
         self.best_epoch = None
         self._best_weights = None
+        self._first_epoch = None
+
+    @property
+    def score_path(self):
+        """Where the best score is persisted (``None`` without ``filepath``)."""
+        if self.filepath is None:
+            return None
+        return str(self.filepath)[: -len(".weights.h5")] + ".best.json"
 
     def on_train_begin(self, logs=None):
+        self._first_epoch = None
         if self.evaluator is not None:
             self.evaluator.set_model(self.model)
             self.evaluator.params = self.params
             self.evaluator.on_train_begin(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch is not None:
+            return
+        self._first_epoch = epoch
+        path = self.score_path
+        if epoch > 0 and path and os.path.isfile(path) and os.path.isfile(self.filepath):
+            with open(path) as f:
+                saved = json.load(f)
+            if saved.get("epoch", epoch) < epoch and saved["score"] > self.best_score:
+                self.best_score, self.best_epoch = float(saved["score"]), int(saved["epoch"])
+                self._best_weights = None  # on disk only
+                _log.info(
+                    f"Resumed: best (clean + robust) / 2 = {self.best_score:.4f} at epoch "
+                    f"{self.best_epoch + 1}",
+                    self.verbose,
+                )
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {} if logs is None else logs
@@ -280,9 +372,15 @@ class BestRobustCheckpoint(keras.callbacks.Callback):
             self._best_weights = [w.numpy() for w in self.model.weights]
             if self.filepath:
                 base_of(self.model).save_weights(self.filepath)
+                with open(self.score_path, "w") as f:
+                    json.dump({"score": score, "epoch": epoch}, f)
             _log.info(f"Epoch {epoch + 1}: best (clean + robust) / 2 = {score:.4f}", self.verbose)
 
     def on_train_end(self, logs=None):
-        if self.restore and self._best_weights is not None:
+        if not self.restore or self.best_epoch is None:
+            return
+        if self._best_weights is not None:
             for var, value in zip(self.model.weights, self._best_weights):
                 var.assign(value)
+        elif self.filepath and os.path.isfile(self.filepath):
+            base_of(self.model).load_weights(self.filepath)

@@ -13,7 +13,7 @@ Example:
 >>> history = model.fit(x, y, epochs=1, batch_size=64, verbose=0,
 ...                     callbacks=[rk.callbacks.EpsilonWarmup(epochs=1)])
 >>> sorted(history.history)
-['accuracy', 'adv_accuracy', 'clean_accuracy', 'kl', 'loss', 'natural']
+['accuracy', 'adv_accuracy', 'clean_accuracy', 'eps', 'kl', 'loss', 'natural']
 
 One ``train_step`` composes the three parts: the inner attack (any attack with
 ``trainable = True``, run in inference mode through the training protocol of
@@ -24,14 +24,26 @@ labels) and the optimizer update. Only public Keras and TensorFlow API is used.
 
 "Fast AT" (Wong, Rice & Kolter, ICLR 2020) is FGSM from a uniform random start with a
 step of 1.25 eps: ``attack=rk.attacks.FGSM(eps, random_start=True, step_size=1.25 * eps)``.
+
+The input contract (checked before any work): ``base_model`` returns logits, one per class
+(a softmax head is refused with the fix ``rk.models.logits_of``, a single binary logit with
+``rk.models.two_logits``), on channels-last images; the images lie in the training attack's
+``bounds`` (default ``(0, 1)``; ``fit`` checks the first batch, so 0-255 data with a [0, 1]
+attack is an error, not a silent no-op); labels are class ids or one-hot rows (argmax).
 """
 
+import warnings
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 from robustkit import objectives as objectives_lib
 from robustkit.attacks.base import Attack
 from robustkit.attacks.pgd import PGD
+from robustkit.data.arrays import first_batch
+from robustkit.models import contract
+from robustkit.models.adapter import low_precision, unit_upstream
 
 
 def _unpack(data):
@@ -55,6 +67,18 @@ def _check_training_attack(attack):
         ok = False
     if not ok:
         raise ValueError(f"`attack` must have a radius `eps` > 0 for training; got {eps!r}.")
+
+
+def _labels(y):
+    """Class ids (int64, rank 1) from class ids, ``(N, 1)`` columns or one-hot rows."""
+    y = tf.convert_to_tensor(y)
+    if y.shape.rank == 2 and y.shape[-1] is not None and y.shape[-1] > 1:
+        y = tf.argmax(y, axis=-1)
+    return tf.cast(tf.reshape(y, [-1]), tf.int64)
+
+
+#: Keras callbacks that read the ``logs`` RobustEvaluation writes (it must come first)
+_LOG_READERS = ("TensorBoard", "CSVLogger", "EarlyStopping", "ModelCheckpoint")
 
 
 def _scale_for_replicas(loss):
@@ -82,10 +106,12 @@ class RobustModel(keras.Model):
             :class:`robustkit.callbacks.RobustEvaluation` callback is cheaper.
 
     Logged metrics: ``loss`` (the objective's total), the objective's named parts,
-    ``clean_accuracy`` and ``adv_accuracy`` on the training batch, and the metrics
+    ``clean_accuracy`` and ``adv_accuracy`` on the training batch, ``eps`` (the training
+    radius, averaged over the epoch's batches: it shows the warm-up), and the metrics
     passed to ``compile`` (updated with the clean logits). ``model.eps`` is the
     current training radius (a ``keras.Variable``; see
-    :class:`robustkit.callbacks.EpsilonWarmup`).
+    :class:`robustkit.callbacks.EpsilonWarmup`); ``model.bounds`` the input box, the
+    training attack's.
 
     The clean logits of AT are computed in inference mode (for ``clean_accuracy``);
     TRADES and MART use their training-mode clean logits.
@@ -108,11 +134,13 @@ class RobustModel(keras.Model):
         _check_training_attack(attack)
         if test_attack is not None and not isinstance(test_attack, Attack):
             raise ValueError(f"`test_attack` must be a robustkit Attack; got {test_attack!r}.")
+        contract.check_model(base_model, "base_model", probe=True, bounds=attack.bounds)
         self.base_model = base_model
         self.attack = attack
         self.test_attack = test_attack
         self.eps = keras.Variable(attack.eps, dtype="float32", trainable=False, name="eps")
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.eps_tracker = keras.metrics.Mean(name="eps")
         self.clean_accuracy = keras.metrics.SparseCategoricalAccuracy(name="clean_accuracy")
         self.adv_accuracy = keras.metrics.SparseCategoricalAccuracy(name="adv_accuracy")
         self.part_trackers = {
@@ -130,12 +158,18 @@ class RobustModel(keras.Model):
             self.base_model.build(input_shape)
         self.built = True
 
+    @property
+    def bounds(self):
+        """The valid input box ``(lo, hi)``: the training attack's (eps is in its units)."""
+        return tuple(float(b) for b in self.attack.bounds)
+
     def _own_metrics(self):
         return [
             self.loss_tracker,
             *self.part_trackers.values(),
             self.clean_accuracy,
             self.adv_accuracy,
+            self.eps_tracker,
         ]
 
     def _compiled_metrics(self):
@@ -162,8 +196,68 @@ class RobustModel(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    # ------------------------------------------------------------------ fit
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            **kwargs):  # fmt: skip
+        """``keras.Model.fit``, after checking the first batch against the input contract
+        (range within :attr:`bounds`, labels, logits on real images) and the callback order.
+
+        A dataset from :func:`robustkit.data.make_dataset` is told the epoch at each epoch's
+        start (:class:`robustkit.callbacks.DataEpoch`), so its order and augmentation depend
+        on the epoch only, also after a ``BackupAndRestore`` resume.
+        """
+        self.check_data(x, y, batch_size)
+        callbacks = self._with_data_epoch(x, list(callbacks or []))
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # Keras warns about shuffle=True for datasets
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                           callbacks=callbacks, **kwargs)  # fmt: skip
+
+    def check_data(self, x, y=None, batch_size=None):
+        """Checks the first batch of ``x`` (arrays, ``tf.data``, ``PyDataset``) as ``fit``
+        does: values within :attr:`bounds`, class ids or one-hot labels that fit the
+        model's classes, logits (not probabilities) out; ``ValueError`` naming the fix."""
+        xb, yb = first_batch(x, y, batch_size)
+        if xb is None:
+            return
+        contract.check_range(xb, self.bounds)
+        probe = self.base_model(tf.cast(xb[:8], tf.float32), training=False)
+        probe = np.asarray(keras.ops.convert_to_numpy(probe), dtype=np.float64)
+        contract.check_outputs(probe.shape, "base_model")
+        contract.check_logits(self.base_model, probe=probe, argname="base_model")
+        if yb is not None:
+            contract.check_class_labels(yb, int(probe.shape[-1]))
+
+    def _with_data_epoch(self, x, callbacks):
+        from robustkit.callbacks import BestRobustCheckpoint, DataEpoch, RobustEvaluation
+
+        names = [type(cb).__name__ for cb in callbacks]
+        first_eval = next(
+            (i for i, cb in enumerate(callbacks) if isinstance(cb, RobustEvaluation)), None
+        )
+        if first_eval is not None:
+            early = [
+                names[i]
+                for i, cb in enumerate(callbacks[:first_eval])
+                if names[i] in _LOG_READERS
+                or (isinstance(cb, BestRobustCheckpoint) and cb.evaluator is None)
+            ]
+            if early:
+                warnings.warn(
+                    f"{', '.join(early)} come(s) before RobustEvaluation in `callbacks`: "
+                    "they read the epoch's logs before RobustEvaluation writes "
+                    "val_robust_accuracy. Put RobustEvaluation first.",
+                    stacklevel=3,
+                )
+        if getattr(x, "epoch_variable", None) is not None and not any(
+            isinstance(cb, DataEpoch) for cb in callbacks
+        ):
+            callbacks.insert(0, DataEpoch(x))
+        return callbacks
+
     def _inference_fn(self, x):
-        return tf.cast(self.base_model(x, training=False), tf.float32)
+        logits = tf.cast(self.base_model(x, training=False), tf.float32)
+        return unit_upstream(logits) if low_precision(self.base_model) else logits
 
     def _adversarial(self, x, y, attack):
         inner = self.objective.inner
@@ -191,7 +285,7 @@ class RobustModel(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = _unpack(data)
-        y = tf.cast(tf.reshape(y, [-1]), tf.int64)
+        y = _labels(y)
         x = tf.cast(x, tf.float32)
         x_adv = tf.stop_gradient(self._adversarial(x, y, self.attack))
         needs_clean = self.objective.needs_clean_logits
@@ -216,11 +310,12 @@ class RobustModel(keras.Model):
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
         batch = tf.shape(x)[0]
+        self.eps_tracker.update_state(self.eps, sample_weight=batch)
         return self._update_metrics(y, total, parts, logits_clean, logits_adv, sample_weight, batch)
 
     def test_step(self, data):
         x, y, sample_weight = _unpack(data)
-        y = tf.cast(tf.reshape(y, [-1]), tf.int64)
+        y = _labels(y)
         x = tf.cast(x, tf.float32)
         logits_clean = self._inference_fn(x)
         batch = tf.shape(x)[0]
@@ -230,7 +325,7 @@ class RobustModel(keras.Model):
                 tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(y, tf.int32), logits_clean)
             )
             results = self._update_metrics(y, total, {}, logits_clean, None, sample_weight, batch)
-            skip = {"adv_accuracy", *self.part_trackers}
+            skip = {"adv_accuracy", "eps", *self.part_trackers}
             return {k: v for k, v in results.items() if k not in skip}
         x_adv = tf.stop_gradient(self.test_attack.perturb(self._inference_fn, x, y))
         logits_adv = self._inference_fn(x_adv)
@@ -242,7 +337,10 @@ class RobustModel(keras.Model):
             x_adv=x_adv,
             sample_weight=sample_weight,
         )
-        return self._update_metrics(y, total, parts, logits_clean, logits_adv, sample_weight, batch)
+        results = self._update_metrics(
+            y, total, parts, logits_clean, logits_adv, sample_weight, batch
+        )
+        return {k: v for k, v in results.items() if k != "eps"}
 
     # ---------------------------------------------------------- serialisation
     def get_config(self):

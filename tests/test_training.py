@@ -149,6 +149,7 @@ def test_epsilon_warmup_reaches_the_traced_step(digits):
     np.testing.assert_allclose(seen, ramp, rtol=1e-5)
     # the logged perturbation size follows the ramp (its epoch mean), not the full eps
     assert hist.history["linf"][0] == pytest.approx(np.mean(ramp), rel=0.05)
+    assert hist.history["eps"][0] == pytest.approx(np.mean(ramp), rel=1e-5)  # logged eps
     # the radius is restored to the attack's eps at the end of fit
     assert float(model.eps.numpy()) == pytest.approx(0.2)
 

@@ -28,7 +28,7 @@ MODELS = {
     "wide_resnet": "base_filters",
 }
 #: default epochs per data set (others: 10)
-DEFAULT_EPOCHS = {"digits": 15, "mnist": 10, "cifar10": 30}
+DEFAULT_EPOCHS = {"digits": 15, "mnist": 10, "cifar10": 30, "cifar10_test_files": 30}
 DEFAULT_OUT_DIR = "saved_models"
 #: the defenses trained by the three-stage NAMID pipeline (``robustkit.namid``)
 MI_DEFENSES = ("namid", "namid_t", "namid_m", "wmim")
@@ -174,6 +174,14 @@ class TrainConfig:
     """Everything ``robustkit train`` (and the recipes) can set; defaults = the main job.
 
     ``None`` means "the data set's / defense's default", filled by :meth:`resolve`.
+
+    Reaching published settings: ``augment`` (pad-4 random crop + flip, per epoch),
+    ``val_size`` (hold out that many training examples, stratified; keep the epoch with the
+    best ``(clean + robust) / 2`` on them under ``eval_attack`` without random start, the
+    NAMID paper's rule), ``mixed_precision`` (the ``mixed_float16`` policy), ``backup_dir``
+    (back up every epoch there and resume an interrupted run from it, exactly: same data
+    order, warm-up position, random starts and best checkpoint as an uninterrupted run),
+    ``deterministic`` (``tf.config.experimental.enable_op_determinism()``, process-wide).
     """
 
     dataset: str = "digits"
@@ -204,6 +212,11 @@ class TrainConfig:
     estimator_epochs: int = 25
     estimator_features: int = 2048
     stages_dir: str = None
+    augment: bool = False
+    val_size: int = None
+    mixed_precision: bool = False
+    backup_dir: str = None
+    deterministic: bool = False
     extra: dict = field(default_factory=dict)
 
     def resolve(self):
@@ -219,8 +232,18 @@ class TrainConfig:
         for name in ("steps", "batch_size", "estimator_epochs", "estimator_features", "depth",
                      "widen_factor"):  # fmt: skip
             _count(c, name)
-        for name in ("width", "epochs", "train_size", "test_size"):
+        for name in ("width", "epochs", "train_size", "test_size", "val_size"):
             _count(c, name, allow_none=True)
+        for name in ("augment", "mixed_precision", "deterministic", "download"):
+            if not isinstance(getattr(c, name), bool):
+                raise ConfigError(name, f"must be True or False; got {getattr(c, name)!r}")
+        if c.val_size is not None and c.train_size is not None and c.val_size >= c.train_size:
+            raise ConfigError("val_size", f"must be smaller than --train-size ({c.train_size})")
+        if c.backup_dir is not None:
+            if not isinstance(c.backup_dir, (str, os.PathLike)) or not os.fspath(c.backup_dir):
+                raise ConfigError("backup_dir", f"must be a folder path; got {c.backup_dir!r}")
+            if os.path.exists(c.backup_dir) and not os.path.isdir(c.backup_dir):
+                raise ConfigError("backup_dir", f"{c.backup_dir} exists and is not a folder")
         _positive(c, "lr", allow_none=True)
         _positive(c, "step_size", allow_none=True)
         _positive(c, "weight_decay", allow_none=True)
@@ -263,6 +286,13 @@ class TrainConfig:
         if c.defense in MI_DEFENSES:  # built by the NAMID pipeline after stages 1-2
             if c.defense == "wmim" and c.beta is not None:
                 raise ConfigError("beta", "the 'wmim' defense takes no beta")
+            for name in ("augment", "backup_dir"):
+                if getattr(c, name):
+                    raise ConfigError(
+                        name,
+                        f"not supported by the {c.defense!r} pipeline yet (it trains on "
+                        "arrays and resumes stage by stage from --stages-dir)",
+                    )
         else:
             try:
                 objective = objectives.get(c.defense, **kwargs)

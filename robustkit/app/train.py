@@ -56,37 +56,66 @@ def build_model(name, input_shape, num_classes, width=None, depth=34, widen_fact
     return getattr(models, name)(**kwargs)
 
 
-def data_source(name, data_dir):
-    """Where ``name``'s examples come from, in words (recorded in ``robustkit.json``)."""
-    from robustkit import data
-
-    if name == "digits":
-        return "scikit-learn load_digits (embedded)"
-    if name in data.LOCAL:
-        return f"local files in {data.data_dir_from(data_dir)}"
-    return "TensorFlow Datasets"
-
-
-def load_split(dataset, split, data_dir=None, download=False, size=None, seed=0):
+def load_split(dataset, split, data_dir=None, download=False, size=None, seed=0,
+               with_info=False):  # fmt: skip
     """``(x, y)`` of one split (a stratified subset of ``size`` when given); a missing data
-    set is a :class:`ConfigError` naming ``--data-dir`` or ``--dataset``."""
+    set is a :class:`ConfigError` naming ``--data-dir`` or ``--dataset``. ``with_info``:
+    ``(x, y, info)`` with the :class:`robustkit.data.DataInfo` (where the data came from)."""
     from robustkit import data
 
     try:
-        x, y = data.load(dataset, split, data_dir=data_dir, download=download)
+        x, y, info = data.load(dataset, split, data_dir=data_dir, download=download,
+                               with_info=True)  # fmt: skip
     except FileNotFoundError as e:
         raise ConfigError("data_dir" if dataset in data.LOCAL else "dataset", str(e)) from None
     if size:
         x, y = data.subset(x, y, size, seed=seed)
-    return x, y
+    return (x, y, info) if with_info else (x, y)
+
+
+@dataclass
+class Splits:
+    """The arrays a training job uses and where they came from."""
+
+    x_train: object
+    y_train: object
+    x_test: object
+    y_test: object
+    x_val: object = None
+    y_val: object = None
+    source: str = None
+
+    def record(self, name):
+        """The export's :class:`DataRecord`."""
+        return DataRecord(
+            name=name,
+            source=self.source,
+            train_examples=int(len(self.x_train)),
+            val_examples=None if self.x_val is None else int(len(self.x_val)),
+            test_examples=int(len(self.x_test)),
+        )
 
 
 def load_splits(c):
-    """``(x_train, y_train, x_test, y_test)`` for a resolved config (subsets when asked)."""
-    return (
-        *load_split(c.dataset, "train", c.data_dir, c.download, c.train_size, c.seed),
-        *load_split(c.dataset, "test", c.data_dir, c.download, c.test_size, c.seed),
-    )
+    """The :class:`Splits` of a resolved config: subsets when asked, and ``val_size`` training
+    examples held out (stratified, seeded) for checkpoint selection."""
+    import numpy as np
+
+    from robustkit import data
+
+    x_tr, y_tr, info = load_split(c.dataset, "train", c.data_dir, c.download, c.train_size,
+                                  c.seed, with_info=True)  # fmt: skip
+    x_te, y_te = load_split(c.dataset, "test", c.data_dir, c.download, c.test_size, c.seed)
+    splits = Splits(x_tr, y_tr, x_te, y_te, source=info.source)
+    if c.val_size:
+        if c.val_size >= len(x_tr):
+            raise ConfigError("val_size", f"must be smaller than the {len(x_tr)} training examples")
+        held = data.subset_indices(y_tr, c.val_size, seed=c.seed + 1)
+        keep = np.ones(len(x_tr), bool)
+        keep[held] = False
+        splits.x_val, splits.y_val = x_tr[held], y_tr[held]
+        splits.x_train, splits.y_train = x_tr[keep], y_tr[keep]
+    return splits
 
 
 def measure(model, x, y, attack, split="test"):
@@ -129,38 +158,83 @@ def _hyperparameters(c, objective, x_tr):
         "seed": c.seed,
         "train_examples": int(len(x_tr)),
         "model": c.model,
+        "augment": c.augment,
+        "val_size": c.val_size,
+        "mixed_precision": c.mixed_precision,
+        "deterministic": c.deterministic,
     }
     if c.defense in MI_DEFENSES:
         hp.update(estimator_epochs=c.estimator_epochs, estimator_features=c.estimator_features)
     return hp
 
 
-def _fit_plain(plan, base, train_attack, x_tr, y_tr, verbose):
+def _selection_attack(attack):
+    """``attack`` without random start: the held-out score that picks the checkpoint is
+    then a function of the weights only (identical in a resumed run)."""
+    config = attack.get_config()
+    if "random_start" in config:
+        config["random_start"] = False
+    return type(attack).from_config(config)
+
+
+def _backup_paths(c):
+    if not c.backup_dir:
+        return None, None
+    return os.path.join(c.backup_dir, "state"), os.path.join(c.backup_dir, "best.weights.h5")
+
+
+def _callbacks(c, splits, plan, extra):
+    """The training callbacks of a resolved config, in the order they must run."""
+    import keras
+
+    import robustkit as rk
+
+    state, best_path = _backup_paths(c)
+    out = []
+    if state:
+        out += [keras.callbacks.BackupAndRestore(state), rk.callbacks.EpochSeed(c.seed)]
+    if c.warmup_epochs:
+        out.append(rk.callbacks.EpsilonWarmup(epochs=c.warmup_epochs))
+    best = None
+    if splits.x_val is not None:
+        attack = _selection_attack(plan.eval_attack)
+        out.append(rk.callbacks.RobustEvaluation((splits.x_val, splits.y_val), attack, 1, None))
+        best = rk.callbacks.BestRobustCheckpoint(best_path)
+        out.append(best)
+    return out + list(extra or []), best
+
+
+def _fit_plain(plan, base, train_attack, splits, verbose, extra):
     import robustkit as rk
 
     c = plan.config
     model = rk.RobustModel(base, objective=plan.objective, attack=train_attack)
-    model.compile(optimizer=_optimizer(c, -(-len(x_tr) // c.batch_size)))
-    callbacks = [rk.callbacks.EpsilonWarmup(epochs=c.warmup_epochs)] if c.warmup_epochs else []
-    model.fit(x_tr, y_tr, batch_size=c.batch_size, epochs=c.epochs, callbacks=callbacks,
-              verbose=verbose)  # fmt: skip
-    return model, None
+    model.compile(optimizer=_optimizer(c, -(-len(splits.x_train) // c.batch_size)))
+    data = rk.data.make_dataset(
+        splits.x_train, splits.y_train, c.batch_size, seed=c.seed, augment=c.augment
+    )
+    callbacks, best = _callbacks(c, splits, plan, extra)
+    model.fit(data, epochs=c.epochs, callbacks=callbacks, verbose=verbose)
+    return model, None, best
 
 
-def _fit_pipeline(plan, train_attack, x_tr, y_tr, num_classes, verbose):
-    import robustkit as rk
+def _fit_pipeline(plan, train_attack, splits, num_classes, verbose, extra):
     from robustkit.namid import run_pipeline
 
     c = plan.config
+    x_tr, y_tr = splits.x_train, splits.y_train
     stages = c.stages_dir or (plan.out.rstrip("/\\") + "_stages")
     per_epoch = -(-len(x_tr) // c.batch_size)
     _log.info(f"NAMID pipeline stages cached in {stages}", verbose)
+    picked = []
 
     def model_fn():
         return build_model(c.model, x_tr.shape[1:], num_classes, c.width, c.depth, c.widen_factor)
 
-    def callbacks():
-        return [rk.callbacks.EpsilonWarmup(epochs=c.warmup_epochs)] if c.warmup_epochs else []
+    def callbacks():  # stage 1 and stage 3: warm-up and, with val_size, best-checkpoint
+        out, best = _callbacks(c, splits, plan, extra)
+        picked.append(best)
+        return out
 
     out = run_pipeline(
         c.defense, model_fn, (x_tr, y_tr), train_attack, stages,
@@ -171,18 +245,34 @@ def _fit_pipeline(plan, train_attack, x_tr, y_tr, num_classes, verbose):
         callbacks=callbacks, seed=c.seed, verbose=verbose,
     )  # fmt: skip
     plan.objective = out["model"].objective
-    return out["model"], out
+    return out["model"], out, picked[-1] if picked else None
 
 
-def train_and_export(config, verbose=1):
+def _cleanup_backup(c):
+    """After a finished run: remove the best-checkpoint files (BackupAndRestore removes its
+    own state) and ``backup_dir`` itself when nothing else is in it."""
+    _, best_path = _backup_paths(c)
+    if best_path is None:
+        return
+    for path in (best_path, best_path[: -len(".weights.h5")] + ".best.json"):
+        if os.path.isfile(path):
+            os.remove(path)
+    if os.path.isdir(c.backup_dir) and not os.listdir(c.backup_dir):
+        os.rmdir(c.backup_dir)
+
+
+def train_and_export(config, verbose=1, callbacks=None):
     """Trains, measures and exports as ``config`` (a :class:`TrainConfig` or a resolved
     :class:`TrainPlan`) says; returns a :class:`TrainResult`.
 
     Every setting is checked before any work (:class:`~robustkit.app.config.ConfigError`
     naming it). The clean and robust accuracy written into ``robustkit.json`` come from
-    :func:`robustkit.evaluation.measure`, the evaluator every report uses.
+    :func:`robustkit.evaluation.measure`, the evaluator every report uses; the record says
+    where the data came from and the train / val / test sizes used. ``callbacks``: extra
+    Keras callbacks for the training ``fit`` (after robustkit's own).
     """
     import keras
+    import tensorflow as tf
 
     import robustkit as rk
 
@@ -190,48 +280,55 @@ def train_and_export(config, verbose=1):
     if not isinstance(plan, TrainPlan):
         raise ValueError(f"`config` must be a TrainConfig; got {type(config).__name__}.")
     c = plan.config
-    x_tr, y_tr, x_te, y_te = load_splits(c)
-    num_classes = int(max(y_tr.max(), y_te.max())) + 1
+    splits = load_splits(c)
+    x_tr, x_te = splits.x_train, splits.x_test
+    num_classes = int(max(splits.y_train.max(), splits.y_test.max())) + 1
+    if c.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(c.seed)
+    policy = keras.mixed_precision.global_policy()
+    if c.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
     train_attack = rk.attacks.PGD(eps=c.eps, steps=c.steps, step_size=c.step_size, norm=c.norm)
     start = time.perf_counter()
-    if c.defense in MI_DEFENSES:
-        model, pipeline = _fit_pipeline(plan, train_attack, x_tr, y_tr, num_classes, verbose)
-    else:
-        base = build_model(c.model, x_tr.shape[1:], num_classes, c.width, c.depth, c.widen_factor)
-        _log.info(
-            f"robustkit train: {c.dataset} ({len(x_tr)} train / {len(x_te)} test), {c.model} "
-            f"({base.count_params():,} parameters), defense {c.defense} ({plan.objective!r}), "
-            f"{c.norm} eps {c.eps:.4g}, PGD-{c.steps} (step {train_attack.step_size:.4g}), "
-            f"{c.epochs} epochs (eps warm-up {c.warmup_epochs}), batch {c.batch_size}, "
-            f"seed {c.seed}",
-            verbose,
-        )
-        model, pipeline = _fit_plain(plan, base, train_attack, x_tr, y_tr, verbose)
+    try:
+        if c.defense in MI_DEFENSES:
+            model, pipeline, best = _fit_pipeline(
+                plan, train_attack, splits, num_classes, verbose, callbacks
+            )
+        else:
+            base = build_model(
+                c.model, x_tr.shape[1:], num_classes, c.width, c.depth, c.widen_factor
+            )
+            val = "" if splits.x_val is None else f" / {len(splits.x_val)} val"
+            _log.info(
+                f"robustkit train: {c.dataset} ({len(x_tr)} train{val} / {len(x_te)} test; "
+                f"{splits.source}), {c.model} ({base.count_params():,} parameters), defense "
+                f"{c.defense} ({plan.objective!r}), {c.norm} eps {c.eps:.4g}, PGD-{c.steps} "
+                f"(step {train_attack.step_size:.4g}), {c.epochs} epochs (eps warm-up "
+                f"{c.warmup_epochs}), batch {c.batch_size}, seed {c.seed}",
+                verbose,
+            )
+            model, pipeline, best = _fit_plain(plan, base, train_attack, splits, verbose, callbacks)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
     train_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    measurement = measure(model.base_model, x_te, y_te, plan.eval_attack)
+    measurement = measure(model.base_model, x_te, splits.y_test, plan.eval_attack)
     eval_seconds = time.perf_counter() - start
-    record = build_record(model).replace(
-        data=DataRecord(
-            name=c.dataset,
-            source=data_source(c.dataset, c.data_dir),
-            train_examples=int(len(x_tr)),
-            test_examples=int(len(x_te)),
-        ),
-        measurements=(measurement,),
-    )
+    record = build_record(model).replace(data=splits.record(c.dataset), measurements=(measurement,))
+    hp = _hyperparameters(c, plan.objective, x_tr)
+    if best is not None and best.best_epoch is not None:
+        hp.update(selected_epoch=best.best_epoch + 1, selection_score=round(best.best_score, 4))
     record = record.replace(
         training=dataclasses.replace(
-            record.training,
-            defense=c.defense,
-            hyperparameters=_hyperparameters(c, plan.objective, x_tr),
-            seconds=round(train_seconds, 1),
+            record.training, defense=c.defense, hyperparameters=hp, seconds=round(train_seconds, 1)
         ),
         extra={} if pipeline is None else {"pipeline_stages_run": pipeline["ran"]},
     )
     record = export(model, plan.out, record=record, overwrite=True)
+    _cleanup_backup(c)
     return TrainResult(
         record=record,
         path=os.path.abspath(plan.out),

@@ -40,6 +40,7 @@ from robustkit import losses
 from robustkit import threat as threat_lib
 from robustkit._validation import check_images, check_int, check_labels
 from robustkit.attacks.engine import resolve_jit
+from robustkit.models import contract
 from robustkit.models.adapter import as_logits_fn
 
 
@@ -104,19 +105,26 @@ class Attack:
         ``verbose=1`` shows a progress bar over the batches.
         """
         fn = as_logits_fn(model)
+        keras_model = model if isinstance(model, keras.Model) else None
+        contract.check_layout(keras_model)
+        if keras_model is not None:
+            contract.check_logits(keras_model)
         return_numpy = not tf.is_tensor(x)
         x_np = check_images(np.asarray(x) if return_numpy else x, "x", bounds=self.bounds)
         x_t = tf.convert_to_tensor(x_np, tf.float32)
         n = int(x_t.shape[0])
         if y is not None:
+            if len(np.shape(y)) == 2 and np.shape(y)[1] > 1:
+                raise ValueError(
+                    f"`y` must hold integer class ids, not one-hot rows (shape {np.shape(y)}); "
+                    "pass y.argmax(axis=-1)."
+                )
             check_labels(y, n=n, name="y")  # shape and length, before the model runs
         if n == 0:
             return x
         probe = fn(x_t[:1])
-        if probe.shape.rank != 2:
-            raise ValueError(
-                f"`model` must return logits of shape (batch, classes); got {probe.shape}."
-            )
+        contract.check_outputs(probe.shape, "model")
+        contract.check_logits(model, probe=probe.numpy())
         num_classes = int(probe.shape[-1])
         if y is None:
             y_t = self._predict_labels(fn, x_t)

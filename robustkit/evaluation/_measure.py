@@ -265,13 +265,86 @@ def _named(attacks):
     return dict(items)
 
 
+def _bounds_of(attacks):
+    """The input box the data must lie in: the first attack's ``bounds`` (default [0, 1])."""
+    for attack in attacks.values():
+        bounds = getattr(attack, "bounds", None)
+        if bounds is not None:
+            return tuple(float(b) for b in bounds)
+    return (0.0, 1.0)
+
+
+def _stream(data, n, batch_size, bounds):
+    """Validated ``(x, y)`` numpy batches of a ``tf.data`` dataset, read one at a time."""
+    spec = data.element_spec
+    x_spec = spec[0] if isinstance(spec, (tuple, list)) else spec
+    if getattr(x_spec, "shape", None) is not None and x_spec.shape.rank == 3:
+        data = data.batch(batch_size)  # single examples
+    seen = 0
+    for element in data:
+        if not isinstance(element, (tuple, list)) or len(element) < 2:
+            raise ValueError(f"`data` must yield (x, y) batches; got {type(element).__name__}.")
+        xb, yb = as_arrays((element[0], element[1]), bounds=bounds)
+        if n is not None:
+            xb, yb = xb[: n - seen], yb[: n - seen]
+        yield xb, yb
+        seen += len(xb)
+        if n is not None and seen >= n:
+            return
+
+
+def _measure_stream(model, fn, data, attacks, n, batch_size, eps, norm, verbose):
+    """:func:`measure` over a ``tf.data`` dataset, batch by batch (never the whole split)."""
+    correct, masks, parts = [], {k: [] for k in attacks}, {k: [] for k in attacks}
+    clean_seconds = 0.0
+    bar = keras.utils.Progbar(None, unit_name="example") if verbose else None
+    for xb, yb in _stream(data, n, batch_size, _bounds_of(attacks)):
+        start = time.perf_counter()
+        logits = predict_logits(fn, xb, batch_size)
+        if logits.ndim != 2:
+            raise ValueError(f"`model` must return logits (batch, classes); got {logits.shape}.")
+        check_labels(yb, n=len(xb), num_classes=int(logits.shape[-1]), name="data labels")
+        ok = np.argmax(logits, axis=-1) == yb
+        clean_seconds += time.perf_counter() - start
+        correct.append(ok)
+        for label, atk in attacks.items():
+            mask, result = robust_mask(atk, model, fn, xb, yb, ok, batch_size, eps, norm, label)
+            masks[label].append(mask)
+            parts[label].append(result)
+        if bar is not None:
+            bar.add(len(xb))
+    if not correct:
+        raise ValueError("`data` is an empty dataset.")
+    correct = np.concatenate(correct)
+    _log.info(f"clean: {100 * correct.mean():.2f} % of {len(correct)}", verbose)
+    worst, results = correct.copy(), []
+    for label in attacks:
+        mask, chunks = np.concatenate(masks[label]), parts[label]
+        result = dataclasses.replace(
+            chunks[0],
+            accuracy=float(mask.mean()),
+            examples=sum(r.examples for r in chunks),
+            seconds=round(sum(r.seconds for r in chunks), 3),
+            outside_ball=sum(r.outside_ball for r in chunks),
+        )
+        _log.info(f"{label}: {100 * result.accuracy:.2f} % ({result.seconds:.1f} s)", verbose)
+        worst &= mask
+        masks[label] = mask
+        results.append(result)
+    return Measurement(correct, worst, masks, results, round(clean_seconds, 3))
+
+
 def measure(model, data, attack, n=None, batch_size=500, eps=None, norm=None, verbose=0):
     """Clean and robust accuracy of ``model`` on ``data`` under ``attack``: a :class:`Measurement`.
 
     Args:
         model: a Keras model, a ``RobustModel`` (its ``base_model`` is attacked), a callable
             returning logits, or the path of a robustkit export.
-        data: ``(x, y)`` arrays or a ``tf.data.Dataset`` (see :func:`robustkit.data.as_arrays`).
+        data: ``(x, y)`` arrays or a ``tf.data.Dataset`` of ``(x, y)`` batches or single
+            examples (see :func:`robustkit.data.as_arrays`). A dataset is read batch by batch:
+            each batch is predicted and attacked before the next is read, so a split larger
+            than memory can be measured (the per-example results are kept, the images not).
+            The images must lie in the attacks' ``bounds`` (default [0, 1]).
         attack: an attack called as ``attack(model, x, y)``, or a dict ``{name: attack}``
             (robust then means robust under every one).
         n: use the first ``n`` examples only.
@@ -281,10 +354,14 @@ def measure(model, data, attack, n=None, batch_size=500, eps=None, norm=None, ve
         verbose: 1 logs a line and shows a progress bar per attack.
     """
     batch_size = check_int(batch_size, "batch_size")
+    if n is not None:
+        n = check_int(n, "n")
     attacks = _named(attack)
     model, _, _ = resolve_model(model, "model")
-    x, y = as_arrays(data, n)
     fn = as_logits_fn(model)
+    if isinstance(data, tf.data.Dataset):
+        return _measure_stream(model, fn, data, attacks, n, batch_size, eps, norm, verbose)
+    x, y = as_arrays(data, n, bounds=_bounds_of(attacks))
     start = time.perf_counter()
     logits = predict_logits(fn, x, batch_size)
     if logits.ndim != 2:

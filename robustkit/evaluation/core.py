@@ -172,7 +172,10 @@ def evaluate(
     model, record, default_name = resolve_model(model_or_path)
     if surrogate is not None:
         surrogate = resolve_model(surrogate, "surrogate")[0]
-    x, y = as_arrays(data, n)
+    # a tf.data dataset is measured as a stream; only the masking checks' head is held
+    streaming = isinstance(data, tf.data.Dataset)
+    head = min(n or check_examples, check_examples) if checks else 1
+    x, y = as_arrays(data, head if streaming else n)
     fn = as_logits_fn(model)
     probe = fn(tf.convert_to_tensor(x[:1]))
     if probe.shape.rank != 2:
@@ -191,8 +194,9 @@ def evaluate(
 
     # ---- clean accuracy, then every attack on the clean-correct examples (one evaluator)
     found = measure(
-        model, (x, y), attacks, batch_size=batch_size, eps=eps, norm=norm, verbose=verbose
-    )
+        model, data if streaming else (x, y), attacks, n=n if streaming else None,
+        batch_size=batch_size, eps=eps, norm=norm, verbose=verbose,
+    )  # fmt: skip
     report_checks = None
     if checks:
         # Black-box results are compared with white-box PGD-40 only in the same
@@ -231,7 +235,7 @@ def evaluate(
         _log.info("gradient-masking flags: " + (", ".join(flags) if flags else "none"), verbose)
     return Report(
         name=name or default_name,
-        n=len(x),
+        n=found.n,
         clean_accuracy=found.clean_accuracy,
         attacks=found.results,
         worst_case=found.robust_accuracy,

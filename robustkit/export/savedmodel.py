@@ -38,6 +38,7 @@ from robustkit.export.record import (
     from_metadata,
     to_jsonable,
 )
+from robustkit.models.contract import check_model, check_outputs
 
 
 def _base_model(model):
@@ -122,9 +123,11 @@ def build_record(model, metadata=None, record=None):
     base = _base_model(model)
     input_shape = _input_shape(base)
     out_shape = tuple(base.outputs[0].shape) if getattr(base, "outputs", None) else None
-    if out_shape is not None and len(out_shape) != 2:
-        raise ValueError(f"`model` must output logits of shape (batch, classes); got {out_shape}.")
+    if out_shape is not None:
+        check_outputs(out_shape, "model")
     training, threat = _training_of(model)
+    # the input contract: logits (no softmax, no single logit), channels-last layers
+    check_model(base, probe=True, bounds=(0.0, 1.0) if threat is None else threat.bounds)
     if record is None:
         record = ExportRecord(
             input_shape=input_shape, data=DataRecord(), training=training, threat=threat

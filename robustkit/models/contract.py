@@ -3,10 +3,13 @@
 Most Keras tutorials end a classifier in ``Dense(n, activation="softmax")``. Attacks and
 training objectives need logits: cross-entropy applied to probabilities trains nothing useful
 and gradients through a saturated softmax vanish (cleverhans #350). :func:`check_logits`
-refuses such a model with the one-line fix; :func:`logits_of` is that fix (the same network,
-sharing its weights, returning the logits the softmax was applied to).
-:func:`with_normalization` prepends a ``Normalization`` layer, so a model trained on
-standardised inputs takes images in [0, 1] (and attacks differentiate through it).
+refuses such a model with the one-line fix; ``rk.models.logits_of`` is that fix (the same
+network, sharing its weights, returning the logits the softmax was applied to).
+:func:`check_model` is the whole contract (also a single binary logit, channels-first
+layers) and :func:`check_range` the input box. The wrappers that fix a model live in
+:mod:`robustkit.models.wrappers`; ``rk.models.with_normalization`` puts a ``Normalization``
+layer in front, so a model trained on standardised inputs takes images in [0, 1] (and
+attacks differentiate through it).
 
 Example:
 
@@ -23,8 +26,12 @@ ValueError: `model` ends in a softmax (layer ...): robustkit needs logits. Wrap 
 True
 """
 
+import warnings
+
 import keras
 import numpy as np
+
+from robustkit._validation import check_labels
 
 _SOFTMAX_NAMES = ("softmax",)
 
@@ -82,115 +89,188 @@ def check_logits(model, probe=None, argname="model"):
     return model
 
 
-@keras.saving.register_keras_serializable(package="robustkit")
-class PreActivation(keras.layers.Layer):
-    """The pre-activation output of a ``Dense`` layer, with that layer's own weights.
-
-    Shares ``dense``'s kernel and bias (training one trains the other); used by
-    :func:`logits_of` to drop a final softmax without copying weights.
-    """
-
-    def __init__(self, dense, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(dense, dict):
-            dense = keras.saving.deserialize_keras_object(dense)
-        if not isinstance(dense, keras.layers.Dense):
-            raise ValueError(f"`dense` must be a keras.layers.Dense; got {type(dense).__name__}.")
-        self.dense = dense
-
-    def build(self, input_shape):
-        if not self.dense.built:
-            self.dense.build(input_shape)
-        self.built = True
-
-    def call(self, x):
-        out = keras.ops.matmul(x, self.dense.kernel)
-        if self.dense.use_bias:
-            out = out + self.dense.bias
-        return out
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.dense.units)
-
-    def get_config(self):
-        config = super().get_config()
-        config["dense"] = keras.saving.serialize_keras_object(self.dense)
-        return config
+def channels_first_layer(model):
+    """The first layer of ``model`` (searched through nested models) that works on
+    channels-first data, or ``None``."""
+    for layer in getattr(model, "_flatten_layers", lambda **_: [])(include_self=False):
+        if getattr(layer, "data_format", None) == "channels_first":
+            return layer
+    return None
 
 
-def logits_of(model):
-    """The same network as ``model`` (sharing its weights) returning the logits that its
-    final softmax was applied to.
+def check_layout(model=None, argname="model"):
+    """``ValueError`` unless images are channels-last (NHWC), robustkit's only layout.
 
-    Works for Sequential and functional models ending in ``Dense(..., activation="softmax")``,
-    ``keras.layers.Softmax()`` or ``Activation("softmax")``. A model without a final softmax
-    is returned unchanged.
-    """
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"`model` must be a keras.Model; got {type(model).__name__}.")
-    layer = softmax_layer(model)
-    if layer is None:
-        return model
-    try:
-        inputs = model.inputs
-        features = layer.input
-    except (AttributeError, ValueError):
-        inputs = None
-    if not inputs:
-        raise ValueError(
-            "`model` has no symbolic inputs (a subclassed model?): call it on a batch first, "
-            "or build it with keras.Input and return logits from call()."
-        )
-    if isinstance(layer, keras.layers.Softmax) or not isinstance(layer, keras.layers.Dense):
-        if not isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)):
-            raise ValueError(
-                f"`model`'s final softmax sits inside layer {layer.name!r} "
-                f"({type(layer).__name__}); return logits from it or end the model in "
-                "Dense(n) followed by keras.layers.Softmax()."
-            )
-        logits = features
-    else:
-        logits = PreActivation(layer, name=f"{layer.name}_logits")(features)
-    inputs = inputs[0] if len(inputs) == 1 else inputs
-    return keras.Model(inputs, logits, name=f"{model.name}_logits")
-
-
-def with_normalization(model, mean, std, input_shape=None):
-    """``model`` behind a ``keras.layers.Normalization(mean, std**2)``: it then takes raw
-    images in [0, 1] (per-channel ``mean``/``std``), and attacks see the [0, 1] box.
+    Refuses ``keras.config.image_data_format() == "channels_first"`` and a Keras ``model``
+    with a layer built for channels-first data, naming the fix.
 
     Example:
 
-    >>> import keras, robustkit as rk
-    >>> inner = rk.models.small_cnn((8, 8, 1), width=4, dense=8)
-    >>> m = rk.models.with_normalization(inner, mean=[0.5], std=[0.25])
-    >>> m.input_shape, m.output_shape
-    ((None, 8, 8, 1), (None, 10))
+    >>> import keras
+    >>> check_layout(keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3)]))
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"`model` must be a keras.Model; got {type(model).__name__}.")
-    shape = input_shape or tuple(model.input_shape[1:])
-    if any(d is None for d in shape):
-        raise ValueError("`input_shape` is needed: the model's input shape is not fully known.")
-    mean = np.asarray(mean, dtype="float32").reshape(-1)
-    std = np.asarray(std, dtype="float32").reshape(-1)
-    if mean.shape != std.shape or mean.size not in (1, shape[-1]):
+    fix = (
+        "robustkit attacks, trains and exports NHWC (channels_last) images: call "
+        "keras.config.set_image_data_format('channels_last'), build the model again, and "
+        "transpose NCHW data with x.transpose(0, 2, 3, 1)."
+    )
+    if keras.config.image_data_format() == "channels_first":
+        raise ValueError(f"keras.config.image_data_format() is 'channels_first'. {fix}")
+    layer = None if model is None else channels_first_layer(model)
+    if layer is not None:
         raise ValueError(
-            f"`mean` and `std` must have one value or one per channel ({shape[-1]}); got "
-            f"{mean.size} and {std.size}."
+            f"`{argname}` has a channels-first layer ({layer.name!r}, data_format="
+            f"'channels_first'). {fix}"
         )
-    if np.any(std <= 0):
-        raise ValueError(f"`std` must be > 0; got {std.tolist()}.")
-    inputs = keras.Input(shape)
-    norm = keras.layers.Normalization(mean=mean, variance=std**2, name="normalization")
-    return keras.Model(inputs, model(norm(inputs)), name=f"{model.name}_normalized")
+
+
+def _single_logit_error(argname):
+    return ValueError(
+        f"`{argname}` returns a single logit (a binary classifier with one output): robustkit "
+        f"needs one logit per class. Wrap it: rk.models.two_logits({argname}) returns "
+        "[0, z], whose softmax is [1 - sigmoid(z), sigmoid(z)]."
+    )
+
+
+def check_outputs(shape, argname="model"):
+    """``ValueError`` unless ``shape`` (of the model's output) is ``(batch, classes >= 2)``."""
+    shape = tuple(shape)
+    if len(shape) != 2:
+        raise ValueError(f"`{argname}` must return logits of shape (batch, classes); got {shape}.")
+    if shape[-1] == 1:
+        raise _single_logit_error(argname)
+
+
+def _probe_batch(model, bounds, n=2):
+    try:
+        shape = tuple(model.inputs[0].shape[1:]) if len(model.inputs) == 1 else None
+    except (AttributeError, ValueError, TypeError):
+        shape = None
+    if not shape or any(d is None for d in shape):
+        return None
+    lo, hi = (float(b) for b in bounds)
+    rng = np.random.default_rng(0)
+    return rng.uniform(lo, hi, size=(n, *shape)).astype("float32")
+
+
+def check_model(model, argname="model", probe=None, bounds=(0.0, 1.0)):
+    """The whole input contract for a Keras classifier; returns ``model`` or raises a
+    ``ValueError`` naming ``argname`` and the fix.
+
+    Refused: a final softmax (:func:`logits_of` is the fix), outputs that are
+    probabilities on a probe batch, a single-logit binary output (:func:`two_logits`),
+    channels-first layers or ``image_data_format``. ``probe`` is a batch of inputs to
+    run the model on (``True``: a few uniform images in ``bounds`` when the input shape
+    is known; ``None``: no probe).
+
+    Example:
+
+    >>> import keras
+    >>> binary = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    >>> check_model(binary)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: `model` returns a single logit ... rk.models.two_logits(model) ...
+    """
+    check_layout(model, argname)
+    check_logits(model, argname=argname)
+    try:
+        out_shape = tuple(model.outputs[0].shape) if len(model.outputs) == 1 else None
+    except (AttributeError, ValueError, TypeError):
+        out_shape = None
+    if out_shape is not None:
+        check_outputs(out_shape, argname)
+    if probe is True:
+        probe = _probe_batch(model, bounds)
+    if probe is not None:
+        out = model(probe, training=False)
+        if isinstance(out, (list, tuple)) and len(out) == 1:
+            out = out[0]
+        out = np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float64)
+        check_outputs(out.shape, argname)
+        check_logits(model, probe=out, argname=argname)
+    return model
+
+
+def _range_hint(lo, hi, mn, mx):
+    if mx > 1.5 and hi <= 1.0:
+        return (
+            " Images in 0-255: divide them by 255 (x / 255.0); or, for a model that takes "
+            "0-255 inputs (keras.applications backbones rescale inside), give the attack "
+            "bounds=(0, 255) and eps in the same units, e.g. rk.attacks.PGD(eps=8.0, "
+            "step_size=2.0, bounds=(0, 255))."
+        )
+    if mn < 0 <= lo:
+        return (
+            f" For inputs in [{mn:.3g}, {mx:.3g}] (e.g. [-1, 1]), give the attack those "
+            "bounds, e.g. rk.attacks.PGD(eps=16 / 255, bounds=(-1, 1))."
+        )
+    return ""
+
+
+def check_range(xb, bounds, argname="x"):
+    """``ValueError`` unless the batch ``xb`` lies in ``bounds``, naming the 0-255 and
+    [-1, 1] cases and their fixes; a warning when [0, 1] images meet a 0-255 box.
+
+    Example:
+
+    >>> import numpy as np
+    >>> check_range(np.full((2, 4, 4, 3), 255.0), (0.0, 1.0))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: `x`: the first batch has values in [255, 255], ... divide them by 255 ...
+    """
+    arr = np.asarray(xb)
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"`{argname}` must hold numeric images; got dtype {arr.dtype}.")
+    if arr.ndim < 2 or arr.size == 0:
+        return
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise ValueError(f"`{argname}`: the first batch contains NaN or Inf values.")
+    lo, hi = bounds
+    mn, mx = float(arr.min()), float(arr.max())
+    tol = 1e-6 * (hi - lo)
+    if mn < lo - tol or mx > hi + tol:
+        raise ValueError(
+            f"`{argname}`: the first batch has values in [{mn:.4g}, {mx:.4g}], outside the "
+            f"training attack's bounds ({lo:g}, {hi:g}); the attack would clip the images "
+            f"into that box and the model would learn nothing.{_range_hint(lo, hi, mn, mx)}"
+        )
+    if hi - lo > 2.5 and mx - mn <= 1.0 + tol:
+        warnings.warn(
+            f"`{argname}`: the first batch lies in [{mn:.3g}, {mx:.3g}] but the attack's "
+            f"bounds are ({lo:g}, {hi:g}) with eps in those units; are the images scaled "
+            "to [0, 1]?",
+            stacklevel=3,
+        )
+
+
+def check_class_labels(yb, num_classes, argname="y"):
+    """``ValueError`` unless ``yb`` holds class ids below ``num_classes`` or one-hot rows of
+    width ``num_classes`` (soft labels are refused)."""
+    arr = np.asarray(yb)
+    if arr.ndim == 2 and arr.shape[1] > 1:
+        if arr.shape[1] != num_classes:
+            raise ValueError(
+                f"`{argname}`: one-hot rows of width {arr.shape[1]} for a model with "
+                f"{num_classes} classes."
+            )
+        if not (np.all((arr == 0) | (arr == 1)) and np.all(arr.sum(axis=1) == 1)):
+            raise ValueError(
+                f"`{argname}` holds soft labels (rows that are not one-hot); RobustModel "
+                "trains on class ids or one-hot rows: pass y.argmax(axis=-1)."
+            )
+        return
+    check_labels(arr.reshape(-1), num_classes=num_classes, name=argname)
 
 
 __all__ = [
-    "PreActivation",
+    "check_class_labels",
+    "check_layout",
     "check_logits",
-    "logits_of",
+    "check_model",
+    "check_outputs",
+    "check_range",
     "looks_like_probabilities",
     "softmax_layer",
-    "with_normalization",
 ]
