@@ -113,8 +113,9 @@ def card_markdown(record, name=None):
         for m in record.measurements:
             half = _interval(m.robust_accuracy, m.n_examples)
             robust = _pct(m.robust_accuracy) + ("" if half is None else f" ± {half:.1f}")
+            suite = f" (suite {m.suite})" if m.suite else ""
             lines.append(
-                f"| {m.attack}{f' (suite {m.suite})' if m.suite else ''} | {m.n_examples} | {_pct(m.clean_accuracy)} | {robust} | "
+                f"| {m.attack}{suite} | {m.n_examples} | {_pct(m.clean_accuracy)} | {robust} | "
                 f"{m.outside_ball} | {m.split} | {(m.date or '')[:10]} |"
             )
         h = record.headline
