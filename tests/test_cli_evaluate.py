@@ -118,6 +118,18 @@ def test_suite_aa_update_writes_checks_into_the_card(copy, capsys):
     assert len(again.checks) == 5 and len(again.measurements) == 3
 
 
+def test_suite_aa_runs_in_the_exports_own_norm(digits_at_model, tmp_path, capsys):
+    path = str(tmp_path / "digits_l2")
+    threat = {"norm": "l2", "eps": 0.5}
+    rk.export(digits_at_model, path, metadata={"dataset": "digits", "threat_model": threat})
+    argv = ["evaluate", path, "--suite", "aa", "--n", 20, "--no-checks", "--json", "--quiet"]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    (m,) = json.loads(out)["measurements"]
+    assert m["attack"] == "AA (l2, eps=0.5)" and m["suite"] == "aa"
+    assert m["robust_accuracy"] <= m["clean_accuracy"]
+
+
 def test_cw_on_an_linf_export_runs_at_the_l2_radius(export_path, capsys):
     code, out, err = run_cli(
         ["evaluate", export_path, "--attack", "ddn", "--n", 40, "--json", "--quiet"], capsys
