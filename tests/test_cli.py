@@ -130,6 +130,8 @@ def test_evaluate_rejects_a_plain_savedmodel(tmp_path, capsys):
     (plain / "saved_model.pb").write_bytes(b"")
     code, _, err = run_cli(["evaluate", str(plain)], capsys)
     assert code == 2 and "argument PATH" in err and "is not a robustkit SavedModel" in err
+    # the refusal names the flags that make a plain SavedModel evaluable
+    assert "--norm, --eps and --dataset" in err
 
 
 def test_defense_choices_come_from_the_registry(monkeypatch):

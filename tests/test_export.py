@@ -308,3 +308,36 @@ def test_model_card_is_written_and_updated(tmp_path, digits_model):
     assert "**75.0 %** robust accuracy under AA" in card
     assert "has not been run" not in card
     assert read_record(path).robust_accuracy == 0.75
+
+
+def test_card_lists_check_verdicts_and_their_caveat(tmp_path, digits_model):
+    from robustkit.export import Check, Measurement, read_record, write_record
+
+    path = str(tmp_path / "checked")
+    rk.export(digits_model, path, metadata={"threat_model": {"norm": "linf", "eps": 0.1}})
+    checks = (
+        Check("more steps not weaker", False, "FGSM 50 % >= PGD-40 40 %", "linf", "2026-03-01"),
+        Check("large eps reaches ~0 %", True, "PGD-40 at eps 1 leaves 30 %", "linf", "2026-03-01"),
+        Check("black-box not stronger", None, "skipped: no surrogate", "linf", "2026-03-01"),
+    )
+    rec = read_record(path).with_measurement(
+        Measurement("AA (linf, eps=0.1)", 0.9, 0.6, 1000, date="2026-03-01", suite="linf")
+    )
+    write_record(path, rec.replace(checks=checks))
+    again = read_record(path)
+    assert again.checks == checks  # suite, date and a skipped verdict survive the JSON
+    assert [c.verdict for c in again.checks] == ["passed", "flagged", "skipped"]
+    with open(os.path.join(path, "MODEL_CARD.md")) as f:
+        card = f.read()
+    assert "- more steps not weaker: passed (suite linf, 2026-03-01) — FGSM 50 %" in card
+    assert "- large eps reaches ~0 %: **flagged** (suite linf, 2026-03-01)" in card
+    assert "- black-box not stronger: skipped (suite linf, 2026-03-01)" in card
+    assert "| AA (linf, eps=0.1) (suite linf) | 1000 | 90.0 % | 60.0 % ± 3.0 |" in card
+    assert "Gradient-masking check(s) fired (large eps reaches ~0 %)" in card
+    # a record written before checks had a suite and date still reads
+    with open(os.path.join(path, "robustkit.json")) as f:
+        raw = json.load(f)
+    raw["checks"] = [{"name": "deterministic outputs", "flagged": False, "detail": ""}]
+    with open(os.path.join(path, "robustkit.json"), "w") as f:
+        json.dump(raw, f)
+    assert read_record(path).checks[0].suite is None

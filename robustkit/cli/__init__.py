@@ -1,9 +1,10 @@
-"""The ``robustkit`` command line: ``train``, ``evaluate``, ``attack``, ``uae``.
+"""The ``robustkit`` command line: ``train``, ``evaluate``, ``report``, ``attack``, ``uae``.
 
 Example (shell)::
 
     $ robustkit train                     # digits, small CNN, PGD-AT L-inf eps 0.1
-    $ robustkit evaluate saved_models/digits_at_linf --attack pgd40
+    $ robustkit evaluate saved_models/digits_at_linf --attack aa --update
+    $ robustkit report saved_models/*_linf saved_models/*_l2 --out table1.md
 
 Example (Python):
 
@@ -39,6 +40,7 @@ SUBCOMMANDS = {
     "evaluate": "robustkit.cli.evaluate",
     "attack": "robustkit.cli.attack",
     "uae": "robustkit.cli.uae",
+    "report": "robustkit.cli.report",
 }
 
 

@@ -7,12 +7,23 @@ Example:
 >>> plan = check_train_args(build_parser().parse_args(["train", "--defense", "trades"]))
 >>> plan.objective, plan.out
 (TRADES(beta=6.0), 'saved_models/digits_trades_linf')
+>>> args = build_parser().parse_args(["train", "--augment", "--val-size", "200"])
+>>> args.augment, args.val_size, args.mixed_precision, args.backup_dir, args.deterministic
+(True, 200, False, None, False)
 """
 
+import dataclasses
 import os
 
 from robustkit.app.config import MODELS, TrainConfig, attack_label
-from robustkit.cli import non_negative_int, outside_note, percent, positive_float, positive_int
+from robustkit.cli import (
+    UsageError,
+    non_negative_int,
+    outside_note,
+    percent,
+    positive_float,
+    positive_int,
+)
 
 
 def add_parser(subparsers):
@@ -106,6 +117,29 @@ def add_parser(subparsers):
     p.add_argument(
         "--weight-decay", type=positive_float, default=None, help="decoupled weight decay"
     )
+    p.add_argument(
+        "--augment", action="store_true", help="standard augmentation: pad 4, random crop, flip"
+    )
+    p.add_argument(
+        "--val-size",
+        type=positive_int,
+        default=None,
+        help="hold out N training examples and keep the checkpoint with the best "
+        "(clean + robust) / 2 on them (the NAMID paper's selection)",
+    )
+    p.add_argument(
+        "--mixed-precision", action="store_true", help="train under the mixed_float16 policy"
+    )
+    p.add_argument(
+        "--backup-dir",
+        default=None,
+        help="back up training state here each epoch; rerunning the same command resumes",
+    )
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic TensorFlow ops (tf.config.experimental.enable_op_determinism)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of data order and weights")
     p.add_argument(
         "--train-size",
@@ -148,9 +182,35 @@ def add_parser(subparsers):
     return p
 
 
+#: training options whose TrainConfig fields come with issue #13's training work: passed on
+#: when set, and refused (exit 2, naming the flag) by a robustkit whose TrainConfig lacks them
+TRAINING_OPTIONS = {
+    "augment": False,
+    "val_size": None,
+    "mixed_precision": False,
+    "backup_dir": None,
+    "deterministic": False,
+}
+
+
+def training_options(args):
+    """The :data:`TRAINING_OPTIONS` set on the command line, as TrainConfig keywords."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for name, default in TRAINING_OPTIONS.items():
+        value = getattr(args, name, default)
+        if value == default:
+            continue
+        if name not in fields:
+            raise UsageError(name, "is not supported by this robustkit's training")
+        out[name] = value
+    return out
+
+
 def config_from_args(args):
     """The :class:`~robustkit.app.TrainConfig` the options describe."""
     return TrainConfig(
+        **training_options(args),
         dataset=args.dataset,
         data_dir=args.data_dir,
         download=args.download,

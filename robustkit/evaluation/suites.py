@@ -53,9 +53,10 @@ SUITES = {
     "linf": ("PGD-40", "AA", "FWA-40", "TI-DIM"),
     "l2": ("PGD-40", "CW", "DDN"),
     "blackbox": ("PGD-40", "AA", "FWA-40"),
+    "aa": ("AA",),  # AutoAttack standard alone: the RobustBench protocol
 }
 #: the threat model of each suite (black-box follows the paper: L-inf)
-SUITE_NORMS = {"linf": "linf", "l2": "l2", "blackbox": "linf"}
+SUITE_NORMS = {"linf": "linf", "l2": "l2", "blackbox": "linf", "aa": "linf"}
 
 
 def build_suite(suite, eps, surrogate=None, batch_size=500, seed=None):

@@ -113,8 +113,9 @@ def card_markdown(record, name=None):
         for m in record.measurements:
             half = _interval(m.robust_accuracy, m.n_examples)
             robust = _pct(m.robust_accuracy) + ("" if half is None else f" ± {half:.1f}")
+            suite = f" (suite {m.suite})" if m.suite else ""
             lines.append(
-                f"| {m.attack} | {m.n_examples} | {_pct(m.clean_accuracy)} | {robust} | "
+                f"| {m.attack}{suite} | {m.n_examples} | {_pct(m.clean_accuracy)} | {robust} | "
                 f"{m.outside_ball} | {m.split} | {(m.date or '')[:10]} |"
             )
         h = record.headline
@@ -129,8 +130,25 @@ def card_markdown(record, name=None):
         )
     else:
         for c in record.checks:
-            verdict = "**flagged**" if c.flagged else "passed"
-            lines.append(f"- {c.name}: {verdict}" + (f" — {c.detail}" if c.detail else ""))
+            verdict = "**flagged**" if c.flagged else c.verdict
+            when = ", ".join(p for p in (c.suite and f"suite {c.suite}", (c.date or "")[:10]) if p)
+            lines.append(
+                f"- {c.name}: {verdict}"
+                + (f" ({when})" if when else "")
+                + (f" — {c.detail}" if c.detail else "")
+            )
+    lines.append("")
+
+    lines += ["## Use", ""]
+    lines.append(
+        "- Python: `saved, record = robustkit.load(PATH)`; `saved.serve(images)` returns logits "
+        "and is differentiable (attack it again with any robustkit attack)."
+    )
+    lines.append(
+        "- Measure again: `robustkit evaluate PATH --attack aa --update` (or `--suite "
+        f"{'l2' if t is not None and t.norm == 'l2' else 'linf'} --update`) appends the "
+        "result here and to robustkit.json."
+    )
     lines.append("")
 
     lines += ["## Caveats", ""]
@@ -155,6 +173,14 @@ def card_markdown(record, name=None):
             f"- The data ({d.source}) is not the standard release: figures are not comparable "
             "with published ones."
         )
+    flagged = [c.name for c in record.checks if c.flagged]
+    if flagged:
+        lines.append(
+            f"- Gradient-masking check(s) fired ({', '.join(flagged)}): the robust accuracies "
+            "above may overstate the model's robustness."
+        )
+    elif record.measurements and not record.checks:
+        lines.append("- No gradient-masking checks were run on this model.")
     small = [m for m in record.measurements if m.n_examples is not None and m.n_examples < 1000]
     if small:
         lines.append("- Some measurements use fewer than 1,000 examples; their intervals are wide.")

@@ -141,11 +141,20 @@ class Measurement:
 
 @dataclass(frozen=True)
 class Check:
-    """A gradient-masking check's verdict (name, flagged, detail)."""
+    """A gradient-masking check's verdict: ``flagged`` is ``True`` (suspicious), ``False``
+    (passed) or ``None`` (skipped; ``detail`` says why); ``suite`` and ``date`` say which
+    evaluation ran it."""
 
     name: str
     flagged: bool
     detail: str = ""
+    suite: str = None
+    date: str = None
+
+    @property
+    def verdict(self):
+        """``"flagged"``, ``"passed"`` or ``"skipped"``."""
+        return "skipped" if self.flagged is None else ("flagged" if self.flagged else "passed")
 
 
 @dataclass(frozen=True)

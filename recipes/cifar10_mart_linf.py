@@ -1,0 +1,15 @@
+"""NAMID paper, Table 1: CIFAR-10, MART, L-inf eps 8/255.
+
+MART, beta 5, lr 0.01, weight decay 3.5e-3 (Wang et al. 2020); ResNet-18, SGD 0.1 / momentum
+0.9, 100 epochs, lr x0.1 at 75 and 90, batch 128, PGD-10 training, best (clean + PGD-40)/2
+checkpoint on a held-out split (settings in recipes/_common.py). Run from the repository
+root:
+
+    python recipes/cifar10_mart_linf.py            # the paper's setting (GPU)
+    python recipes/cifar10_mart_linf.py --smoke    # minutes on a CPU
+"""
+
+import _common
+
+if __name__ == "__main__":
+    _common.table1("cifar10", "mart", "linf")
