@@ -26,6 +26,7 @@ from robustkit.app.config import (
     TrainPlan,
     attack_label,
     learning_rate,
+    mi_settings,
 )
 from robustkit.export import build_record, export
 from robustkit.export.record import DataRecord, ExportRecord, Measurement
@@ -114,7 +115,7 @@ def _optimizer(c, steps_per_epoch):
     return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=c.weight_decay)
 
 
-def _hyperparameters(c, objective, x_tr):
+def _hyperparameters(c, objective, x_tr, train_attack=None):
     hp = {
         **(objective.get_config() if objective is not None else {}),
         "epochs": c.epochs,
@@ -132,6 +133,7 @@ def _hyperparameters(c, objective, x_tr):
     }
     if c.defense in MI_DEFENSES:
         hp.update(estimator_epochs=c.estimator_epochs, estimator_features=c.estimator_features)
+        hp.update(mi_settings(c, train_attack)["record"])
     return hp
 
 
@@ -162,12 +164,14 @@ def _fit_pipeline(plan, train_attack, x_tr, y_tr, num_classes, verbose):
     def callbacks():
         return [rk.callbacks.EpsilonWarmup(epochs=c.warmup_epochs)] if c.warmup_epochs else []
 
+    mi = mi_settings(c, train_attack)
+    _log.info(f"NAMID pipeline ({c.mi_variant} variant): {mi['record']}", verbose)
     out = run_pipeline(
         c.defense, model_fn, (x_tr, y_tr), train_attack, stages,
         stage1_epochs=c.epochs, estimator_epochs=c.estimator_epochs, epochs=c.epochs,
         warmup_epochs=2, batch_size=c.batch_size, optimizer=lambda: _optimizer(c, per_epoch),
-        estimator_kwargs={"features": c.estimator_features},
-        objective_kwargs={} if c.beta is None else {"beta": c.beta},
+        estimator_attack=mi["estimator_attack"], stage3_attack=mi["stage3_attack"],
+        estimator_kwargs=mi["estimator_kwargs"], objective_kwargs=mi["objective_kwargs"],
         callbacks=callbacks, seed=c.seed, verbose=verbose,
     )  # fmt: skip
     plan.objective = out["model"].objective
@@ -226,7 +230,7 @@ def train_and_export(config, verbose=1):
         training=dataclasses.replace(
             record.training,
             defense=c.defense,
-            hyperparameters=_hyperparameters(c, plan.objective, x_tr),
+            hyperparameters=_hyperparameters(c, plan.objective, x_tr, train_attack),
             seconds=round(train_seconds, 1),
         ),
         extra={} if pipeline is None else {"pipeline_stages_run": pipeline["ran"]},

@@ -11,7 +11,7 @@ Example:
 
 import os
 
-from robustkit.app.config import MODELS, TrainConfig, attack_label
+from robustkit.app.config import MI_VARIANTS, MODELS, TrainConfig, attack_label
 from robustkit.cli import non_negative_int, outside_note, percent, positive_float, positive_int
 
 
@@ -144,6 +144,14 @@ def add_parser(subparsers):
         help="namid/wmim: cache of the pipeline stages (default <out>_stages); a rerun "
         "skips finished stages",
     )
+    p.add_argument(
+        "--mi-variant",
+        default="release",
+        choices=MI_VARIANTS,
+        help="namid/wmim: 'release' (default): the authors' released code (stage-2 objective "
+        "and DV, L2 PGD-20 stage-2 examples, lam 0, PGD-40 in stage 3); 'paper': the "
+        "paper's formulas (difference objective, lam 0.1, the --steps attack throughout)",
+    )
     p.set_defaults(run=run)
     return p
 
@@ -179,6 +187,7 @@ def config_from_args(args):
         estimator_epochs=args.estimator_epochs,
         estimator_features=args.estimator_features,
         stages_dir=args.stages_dir,
+        mi_variant=args.mi_variant,
     )
 
 
