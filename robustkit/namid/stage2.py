@@ -86,13 +86,14 @@ def _batches(n, batch, drop_last):
 
 def _fit_estimators(
     ests, loss_fn, n, batch_of, epochs, batch_size, learning_rate, milestones, seed, verbose,
-    drop_last=True,
+    drop_last=True, adam_epsilon=1e-7,
 ):  # fmt: skip
     """Shared Adam loop of stage 2 over ``n`` samples: ``batch_of(idx)`` returns the arrays
     of one batch and ``loss_fn(*arrays) -> (losses..., logs...)``, one loss per estimator."""
     batch = min(batch_size, n)
     ranges = _batches(n, batch, drop_last)
-    opts = [keras.optimizers.Adam(_schedule(learning_rate, milestones, len(ranges))) for _ in ests]
+    lr = _schedule(learning_rate, milestones, len(ranges))
+    opts = [keras.optimizers.Adam(lr, epsilon=adam_epsilon) for _ in ests]
     for opt, est in zip(opts, ests):
         opt.build(est.trainable_variables)
 
@@ -153,8 +154,9 @@ def train_namid_estimators(
             ``"dv"`` (:mod:`robustkit.namid.stage2_losses`). ``"release"`` and
             ``"only_max"`` train as the released code does: shuffled full batches (the
             last, smaller one included), a fresh ``attack`` on every batch, the sets C, W,
-            R as masks of the batch. The others attack the data once and train on the
-            set W only (C, or all samples with ``"dv"``, when W is too small).
+            R as masks of the batch, Adam with PyTorch's epsilon 1e-8. The others attack
+            the data once and train on the set W only (C, or all samples with ``"dv"``,
+            when W is too small).
         dv: the estimators' per-sample DV form, ``"release"`` (default) or ``"pooled"``
             (:func:`robustkit.namid.per_sample_dv`); stage 3 uses the same.
         selection: how predicted classes are read for C, W, R: ``"argmax"`` (default) or
@@ -229,7 +231,7 @@ def train_namid_estimators(
 
     history = _fit_estimators(
         [natural, adversarial], loss_fn, n, batch_of, epochs, batch_size, learning_rate,
-        milestones, seed, verbose, drop_last=drop_last,
+        milestones, seed, verbose, drop_last=drop_last, adam_epsilon=1e-8 if batched else 1e-7,
     )  # fmt: skip
     if batched:
         last = np.sum(per_batch[-len(_batches(n, min(batch_size, n), False)) :], axis=0)
