@@ -17,7 +17,6 @@ precision (``mixed_float16``); on a CPU both stay off.
 """
 
 import argparse
-import dataclasses
 import os
 import sys
 
@@ -155,10 +154,6 @@ def choose_data(name, args):
 def tiny_imagenet(args):
     """Tiny-ImageNet from ``<data dir>/tiny-imagenet-200`` (the extracted release), or a stop
     naming the folder it expected."""
-    import robustkit as rk
-    from robustkit.app import ConfigError
-    from robustkit.app.config import check_dataset
-
     folder = os.path.join(args.data_dir or "$ROBUSTKIT_DATA_DIR", TINY_IMAGENET_FOLDER)
     if not os.path.isdir(os.path.join(folder, "train")):
         fail(
@@ -167,28 +162,15 @@ def tiny_imagenet(args):
             "pass --data-dir DIR holding tiny-imagenet-200/. No stand-in is made from other "
             "data."
         )
-    try:
-        check_dataset("tiny_imagenet")
-    except ConfigError:
-        fail(
-            f"found {folder}, but this robustkit's data layer (rk.data, "
-            f"{sorted(rk.data.LOCAL)}) has no 'tiny_imagenet' reader"
-        )
     return "tiny_imagenet", args.data_dir
 
 
 def make_config(settings, smoke):
-    """A :class:`robustkit.app.TrainConfig` of ``settings``. A setting this robustkit's
-    TrainConfig lacks stops a full run; a smoke run goes on without it and says so."""
+    """A :class:`robustkit.app.TrainConfig` of ``settings`` (``smoke`` is kept for the
+    recipes' call signature: the smoke settings are already in ``settings``)."""
     from robustkit.app import TrainConfig
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    missing = sorted(k for k in settings if k not in fields)
-    if missing and not smoke:
-        fail(f"this robustkit's TrainConfig has no {', '.join(missing)}: the recipe needs them")
-    if missing:
-        say(f"this robustkit's TrainConfig has no {', '.join(missing)}; the smoke run skips them")
-    return TrainConfig(**{k: v for k, v in settings.items() if k in fields})
+    return TrainConfig(**settings)
 
 
 def table1_settings(dataset, defense, norm, smoke=False):

@@ -86,7 +86,7 @@ def test_per_sample_dv_on_hand_computed_scores():
     s[0, 1] = [0.0, math.log(3.0)]  # marginal of sample 0: log mean(1, 3) = log 2
     s[1, 1] = [0.0, 0.0]
     s[1, 0] = [1.0, 1.0]
-    got = per_sample_dv(s).numpy()
+    got = per_sample_dv(s, dv="pooled").numpy()
     assert _close(got[0], 2.0 - math.log(2.0))
     assert _close(got[1], 0.0 - 1.0)
 
@@ -115,7 +115,7 @@ def test_dv_from_features_on_hand_computed_vectors():
     # s[g, j] = <glob_g, local_j>: joint s[g, g mod 2], marginal s[g, 1 - g mod 2]
     s = glob @ local[:, 0].T
     expected = [s[g, g % 2] - s[g, 1 - g % 2] for g in range(4)]
-    got = dv_from_features(glob, local).numpy()
+    got = dv_from_features(glob, local, dv="pooled").numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 

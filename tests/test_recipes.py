@@ -60,12 +60,10 @@ def test_table1_settings_are_the_papers():
     assert namid["lr"] == 0.1 and "beta" not in namid
     smoke = _common.table1_settings("cifar10", "namid", "linf", smoke=True)
     assert smoke["epochs"] == 1 and smoke["train_size"] <= 500 and smoke["width"] <= 16
-    # every full-run setting is a TrainConfig field (or one of issue #13's training options)
+    # every full-run setting is a TrainConfig field
     from robustkit.app import TrainConfig
-    from robustkit.cli.train import TRAINING_OPTIONS
 
-    fields = set(TrainConfig.__dataclass_fields__) | set(TRAINING_OPTIONS)
-    assert set(s) | set(smoke) <= fields
+    assert set(s) | set(smoke) <= set(TrainConfig.__dataclass_fields__)
 
 
 def test_tiny_imagenet_fails_fast_naming_the_folder(tmp_path):

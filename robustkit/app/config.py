@@ -32,6 +32,9 @@ DEFAULT_EPOCHS = {"digits": 15, "mnist": 10, "cifar10": 30, "cifar10_test_files"
 DEFAULT_OUT_DIR = "saved_models"
 #: the defenses trained by the three-stage NAMID pipeline (``robustkit.namid``)
 MI_DEFENSES = ("namid", "namid_t", "namid_m", "wmim")
+#: what the NAMID pipeline runs (:func:`mi_settings`): the authors' released code, or the
+#: paper's formulas (robustkit's behaviour before the release was followed)
+MI_VARIANTS = ("release", "paper")
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -217,6 +220,7 @@ class TrainConfig:
     mixed_precision: bool = False
     backup_dir: str = None
     deterministic: bool = False
+    mi_variant: str = "release"
     extra: dict = field(default_factory=dict)
 
     def resolve(self):
@@ -264,6 +268,11 @@ class TrainConfig:
             raise ConfigError("optimizer", f"unknown optimizer {c.optimizer!r}")
         if c.defense not in objectives.REGISTRY:
             raise ConfigError("defense", f"unknown defense {c.defense!r}")
+        if c.mi_variant not in MI_VARIANTS:
+            raise ConfigError(
+                "mi_variant",
+                f"unknown variant {c.mi_variant!r}; expected one of {list(MI_VARIANTS)}",
+            )
         if c.eps is None:
             c.eps = threat_lib.default_eps(c.norm, c.dataset)
         if c.norm == "linf" and c.eps >= 1:
@@ -307,6 +316,53 @@ class TrainConfig:
         return TrainPlan(config=c, objective=objective, eval_attack=eval_attack, out=out)
 
 
+def mi_settings(c, train_attack):
+    """What the NAMID pipeline runs for a resolved config of an MI defense, as a dict:
+    ``estimator_attack`` and ``stage3_attack`` (the attacks of stages 2 and 3; stage 1
+    trains with ``train_attack``), ``estimator_kwargs``, ``objective_kwargs`` and
+    ``record`` (the choices as written into ``robustkit.json``).
+
+    ``mi_variant="release"``: the released code's stage 2 (its objective and per-location
+    DV, examples from L2 PGD-20 at the L2 radius: ``--eps`` under ``--norm l2``, else the
+    data set's) and stage 3 (``lam = 0``, PGD-40 from ``x + 0.001 N(0, 1)``, step 0.007 at
+    eps 8/255). ``"paper"``: the paper's stage-2 difference objective, pooled DV,
+    ``lam = 0.1`` and the stage-1 attack in every stage.
+
+    Example:
+
+    >>> plan = TrainConfig(defense="namid").resolve()
+    >>> mi_settings(plan.config, None)["record"]["stage3_attack"]
+    'PGD-40 (linf, eps=0.1, step=0.02231)'
+    """
+    from robustkit.namid import release_attack
+
+    release = c.mi_variant == "release"
+    estimator_kwargs = {"features": c.estimator_features, "dv": "release" if release else "pooled"}
+    objective_kwargs = {} if c.beta is None else {"beta": c.beta}
+    if c.defense != "wmim":
+        estimator_kwargs["objective"] = "release" if release else "paper"
+        objective_kwargs["lam"] = 0.0 if release else 0.1
+    estimator_attack = stage3_attack = train_attack
+    if release:
+        l2_eps = c.eps if c.norm == "l2" else threat_lib.default_eps("l2", c.dataset)
+        estimator_attack = release_attack(l2_eps, 20, "l2")
+        stage3_attack = release_attack(c.eps, 40, c.norm)
+    record = {
+        "mi_variant": c.mi_variant,
+        "estimator_objective": estimator_kwargs.get("objective", "dv"),
+        "estimator_dv": estimator_kwargs["dv"],
+        "estimator_attack": attack_label(estimator_attack),
+        "stage3_attack": attack_label(stage3_attack),
+    }
+    return {
+        "estimator_attack": estimator_attack,
+        "stage3_attack": stage3_attack,
+        "estimator_kwargs": estimator_kwargs,
+        "objective_kwargs": objective_kwargs,
+        "record": record,
+    }
+
+
 @dataclass
 class TrainPlan:
     """A resolved :class:`TrainConfig`: the filled settings and the objects they name."""
@@ -341,6 +397,7 @@ def _count(c, name, minimum=1, allow_none=False):
 __all__ = [
     "DEFAULT_EPOCHS",
     "MI_DEFENSES",
+    "MI_VARIANTS",
     "MODELS",
     "ConfigError",
     "TrainConfig",
@@ -352,5 +409,6 @@ __all__ = [
     "check_out",
     "default_out",
     "flag",
+    "mi_settings",
     "parse_attack",
 ]

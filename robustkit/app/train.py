@@ -26,6 +26,7 @@ from robustkit.app.config import (
     TrainPlan,
     attack_label,
     learning_rate,
+    mi_settings,
 )
 from robustkit.export import build_record, export
 from robustkit.export.record import DataRecord, ExportRecord, Measurement
@@ -143,7 +144,7 @@ def _optimizer(c, steps_per_epoch):
     return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=c.weight_decay)
 
 
-def _hyperparameters(c, objective, x_tr):
+def _hyperparameters(c, objective, x_tr, train_attack=None):
     hp = {
         **(objective.get_config() if objective is not None else {}),
         "epochs": c.epochs,
@@ -165,6 +166,7 @@ def _hyperparameters(c, objective, x_tr):
     }
     if c.defense in MI_DEFENSES:
         hp.update(estimator_epochs=c.estimator_epochs, estimator_features=c.estimator_features)
+        hp.update(mi_settings(c, train_attack)["record"])
     return hp
 
 
@@ -236,12 +238,14 @@ def _fit_pipeline(plan, train_attack, splits, num_classes, verbose, extra):
         picked.append(best)
         return out
 
+    mi = mi_settings(c, train_attack)
+    _log.info(f"NAMID pipeline ({c.mi_variant} variant): {mi['record']}", verbose)
     out = run_pipeline(
         c.defense, model_fn, (x_tr, y_tr), train_attack, stages,
         stage1_epochs=c.epochs, estimator_epochs=c.estimator_epochs, epochs=c.epochs,
         warmup_epochs=2, batch_size=c.batch_size, optimizer=lambda: _optimizer(c, per_epoch),
-        estimator_kwargs={"features": c.estimator_features},
-        objective_kwargs={} if c.beta is None else {"beta": c.beta},
+        estimator_attack=mi["estimator_attack"], stage3_attack=mi["stage3_attack"],
+        estimator_kwargs=mi["estimator_kwargs"], objective_kwargs=mi["objective_kwargs"],
         callbacks=callbacks, seed=c.seed, verbose=verbose,
     )  # fmt: skip
     plan.objective = out["model"].objective
@@ -318,12 +322,15 @@ def train_and_export(config, verbose=1, callbacks=None):
     measurement = measure(model.base_model, x_te, splits.y_test, plan.eval_attack)
     eval_seconds = time.perf_counter() - start
     record = build_record(model).replace(data=splits.record(c.dataset), measurements=(measurement,))
-    hp = _hyperparameters(c, plan.objective, x_tr)
+    hp = _hyperparameters(c, plan.objective, x_tr, train_attack)
     if best is not None and best.best_epoch is not None:
         hp.update(selected_epoch=best.best_epoch + 1, selection_score=round(best.best_score, 4))
     record = record.replace(
         training=dataclasses.replace(
-            record.training, defense=c.defense, hyperparameters=hp, seconds=round(train_seconds, 1)
+            record.training,
+            defense=c.defense,
+            hyperparameters=hp,
+            seconds=round(train_seconds, 1),
         ),
         extra={} if pipeline is None else {"pipeline_stages_run": pipeline["ran"]},
     )

@@ -12,12 +12,10 @@ Example:
 (True, 200, False, None, False)
 """
 
-import dataclasses
 import os
 
-from robustkit.app.config import MODELS, TrainConfig, attack_label
+from robustkit.app.config import MI_VARIANTS, MODELS, TrainConfig, attack_label
 from robustkit.cli import (
-    UsageError,
     non_negative_int,
     outside_note,
     percent,
@@ -178,33 +176,23 @@ def add_parser(subparsers):
         help="namid/wmim: cache of the pipeline stages (default <out>_stages); a rerun "
         "skips finished stages",
     )
+    p.add_argument(
+        "--mi-variant",
+        default="release",
+        choices=MI_VARIANTS,
+        help="namid/wmim: 'release' (default): the authors' released code (stage-2 objective "
+        "and DV, L2 PGD-20 stage-2 examples, lam 0, PGD-40 in stage 3); 'paper': the "
+        "paper's formulas (difference objective, lam 0.1, the --steps attack throughout)",
+    )
     p.set_defaults(run=run)
     return p
 
 
-#: training options whose TrainConfig fields come with issue #13's training work: passed on
-#: when set, and refused (exit 2, naming the flag) by a robustkit whose TrainConfig lacks them
-TRAINING_OPTIONS = {
-    "augment": False,
-    "val_size": None,
-    "mixed_precision": False,
-    "backup_dir": None,
-    "deterministic": False,
-}
-
-
 def training_options(args):
-    """The :data:`TRAINING_OPTIONS` set on the command line, as TrainConfig keywords."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    out = {}
-    for name, default in TRAINING_OPTIONS.items():
-        value = getattr(args, name, default)
-        if value == default:
-            continue
-        if name not in fields:
-            raise UsageError(name, "is not supported by this robustkit's training")
-        out[name] = value
-    return out
+    """The training options of issue #13 (augmentation, held-out selection, precision,
+    resume, determinism) as TrainConfig keywords."""
+    names = ("augment", "val_size", "mixed_precision", "backup_dir", "deterministic")
+    return {name: getattr(args, name) for name in names}
 
 
 def config_from_args(args):
@@ -239,6 +227,7 @@ def config_from_args(args):
         estimator_epochs=args.estimator_epochs,
         estimator_features=args.estimator_features,
         stages_dir=args.stages_dir,
+        mi_variant=args.mi_variant,
     )
 
 

@@ -14,7 +14,8 @@ Example:
 MI between an adversarial example ``x~ = x + n`` and the output ``h(x~)`` into a
 *natural MI* ``I(x; h(x~))`` and an *adversarial MI* ``I(n; h(x~))``. Both are
 estimated by Deep-InfoMax-style networks (Hjelm et al., 2019) with the DV
-objective:
+objective, built as the released code builds them (``models/estimator.py``,
+``models/discriminators.py`` of the authors' repository, PyTorch's defaults):
 
 * local branch on the pattern image (``x`` for the natural estimator, ``n``
   for the adversarial one; gradient stopped): conv 4x4/2 (C->64) BN ReLU,
@@ -22,9 +23,15 @@ objective:
   LayerNorm -> P = (H/4)(W/4) local vectors;
 * global branch on the target's logits (a 1x1 map): 1x1 conv-BN-ReLU-1x1 conv
   with a linear shortcut to ``features``, LayerNorm;
-* scores ``s[i, j, p] = <G(h(b_i)), L(a_j)_p>``; per-sample DV over the batch,
-  the negatives of sample i being the other samples' local vectors:
-  ``I_i = mean_p s[i, i, p] - log mean_{j != i, p} exp s[i, j, p]``.
+* convolutions before a BatchNorm have no bias; BatchNorm momentum 0.9 (PyTorch's
+  0.1) and epsilon 1e-5, LayerNorm epsilon 1e-5; weights drawn as PyTorch draws them
+  (``U(+-1/sqrt(fan_in))``); both linear shortcuts start as the identity on their
+  input channels (the rest ``U(-0.01, 0.01)``) when ``features`` is at least their
+  input width, so the global branch starts by copying the logits;
+* scores ``s[i, j, p] = <G(h(b_i)), L(a_j)_p>`` and a per-sample DV estimate over the
+  batch, the negatives of sample i being the other samples' local vectors
+  (:func:`per_sample_dv`: ``dv="release"``, the released per-location form, or
+  ``dv="pooled"``).
 
 ``features`` is 2048 in the paper (default); tests and CPU runs use 64-256.
 Stage 2 of NAMID (:func:`robustkit.namid.train_namid_estimators`) trains both
@@ -40,41 +47,61 @@ from robustkit._validation import check_choice, check_int
 from robustkit.estimators import bounds
 
 PATTERNS = ("natural", "adversarial", "standard")
+#: per-sample DV forms (see :func:`per_sample_dv`)
+DV_FORMS = ("release", "pooled")
+#: PyTorch's normalisation defaults (BatchNorm momentum 0.1 there is 0.9 here)
+BN_MOMENTUM = 0.9
+NORM_EPSILON = 1e-5
 
 
-def _batch_negatives(scores, joint):
-    """DV per row ``g`` of ``scores`` (G, B, P) whose own sample is ``g mod B`` (excluded
-    from the marginal term); ``joint`` (G,) is that row's mean joint score."""
+def _batch_negatives(scores, joint, dv):
+    """DV per row ``g`` of ``scores`` (G, B, P) whose own sample is ``g mod B``; ``joint``
+    (G,) is that row's mean joint score ``mean_p s[g, g mod B, p]``."""
     b = tf.shape(scores)[1]
     reps = tf.shape(scores)[0] // b
     own = tf.tile(tf.eye(b, dtype=tf.bool), [reps, 1])[:, :, None]
     own = tf.broadcast_to(own, tf.shape(scores))
+    if dv == "release":
+        # per location p, over the samples j; the own score is zeroed (not removed), so
+        # each sum holds a spurious e^0, and the mean divides by N - 1
+        lse = tf.reduce_logsumexp(tf.where(own, tf.zeros_like(scores), scores), axis=1)
+        n_neg = tf.cast(tf.maximum(b - 1, 1), tf.float32)
+        return joint - tf.reduce_mean(lse, axis=1) + tf.math.log(n_neg)
     flat = [tf.shape(scores)[0], -1]
     return bounds.dv(joint[:, None], tf.reshape(scores, flat), tf.reshape(own, flat))
 
 
-def per_sample_dv(scores):
-    """Per-sample DV estimates from a score tensor ``scores[i, j, p]`` (B, B, P).
+def per_sample_dv(scores, dv="release"):
+    """Per-sample DV estimates from a score tensor ``scores[i, j, p]`` (B, B, P), in nats.
 
-    ``I_i = mean_p s[i, i, p] - log mean_{j != i, p} exp s[i, j, p]`` (nats):
-    :func:`robustkit.estimators.bounds.dv` with the batch's other samples as negatives.
+    ``dv="release"`` (default; the released ``donsker_varadhan_loss``, negated): per
+    location p, the other samples' scores at that location are the marginal, and the own
+    score is *zeroed* rather than removed, so each sum carries a spurious ``e^0``:
+    ``I_i = mean_p [ s[i, i, p] - log((sum_{j != i} exp s[i, j, p] + 1) / (B - 1)) ]``.
+    ``dv="pooled"``: one marginal over every other sample and location,
+    ``I_i = mean_p s[i, i, p] - log mean_{j != i, p} exp s[i, j, p]``
+    (:func:`robustkit.estimators.bounds.dv`). By Jensen the pooled value is lower when
+    the per-location marginals differ.
 
-    Example:
+    Example (sample 0's joint scores are 1, everything else 0):
 
     >>> import numpy as np
     >>> s = np.zeros((3, 3, 2), "float32"); s[0, 0] = 1.0
-    >>> [round(float(v), 4) for v in per_sample_dv(s)]
+    >>> [round(float(v), 4) for v in per_sample_dv(s, dv="pooled")]
     [1.0, 0.0, 0.0]
+    >>> [round(float(v), 4) for v in per_sample_dv(s)]     # 1 - log(3/2), -log(3/2), ...
+    [0.5945, -0.4055, -0.4055]
     """
+    dv = check_choice(dv, set(DV_FORMS), "dv")
     scores = tf.cast(tf.convert_to_tensor(scores), tf.float32)
     b = tf.shape(scores)[0]
     p = tf.shape(scores)[2]
     eye = tf.eye(b, dtype=tf.float32)[:, :, None]
     joint = tf.reduce_sum(scores * eye, axis=[1, 2]) / tf.cast(p, tf.float32)
-    return _batch_negatives(scores, joint)
+    return _batch_negatives(scores, joint, dv)
 
 
-def dv_from_features(glob, local):
+def dv_from_features(glob, local, dv="release"):
     """Per-sample DV estimates from global vectors ``glob`` (G, d) and local vectors
     ``local`` (B, P, d), G a multiple k*B of B (row ``g`` pairs with sample ``g mod B``):
     :func:`per_sample_dv` of ``s[g, j, p] = <glob_g, local_jp>`` computed as one
@@ -84,9 +111,12 @@ def dv_from_features(glob, local):
 
     >>> import numpy as np
     >>> glob = np.eye(2, dtype="float32"); local = np.eye(2, dtype="float32")[:, None, :]
-    >>> [round(float(v), 4) for v in dv_from_features(glob, local)]   # 1 - log e^0
+    >>> [round(float(v), 4) for v in dv_from_features(glob, local, dv="pooled")]  # 1 - log e^0
     [1.0, 1.0]
+    >>> [round(float(v), 4) for v in dv_from_features(glob, local)]   # 1 - log((e^0 + 1) / 1)
+    [0.3069, 0.3069]
     """
+    dv = check_choice(dv, set(DV_FORMS), "dv")
     glob = tf.cast(tf.convert_to_tensor(glob), tf.float32)
     local = tf.cast(tf.convert_to_tensor(local), tf.float32)
     b = tf.shape(local)[0]
@@ -96,7 +126,7 @@ def dv_from_features(glob, local):
     scores = tf.matmul(glob, tf.reshape(local, [b * p, d]), transpose_b=True)
     scores = tf.reshape(scores, [reps * b, b, p])
     joint = tf.reduce_sum(glob * tf.tile(tf.reduce_mean(local, 1), [reps, 1]), -1)
-    return _batch_negatives(scores, joint)
+    return _batch_negatives(scores, joint, dv)
 
 
 def pattern_of(kind, x, x_adv):
@@ -106,6 +136,60 @@ def pattern_of(kind, x, x_adv):
     if kind == "adversarial":
         return x_adv - x
     return x_adv
+
+
+class _IdentityShortcut(keras.initializers.Initializer):
+    """The released shortcut initialisation: ``U(-0.01, 0.01)`` with ones on the diagonal
+    of the (input channels, output channels) matrix (``n_out >= n_in``)."""
+
+    def __call__(self, shape, dtype=None):
+        w = keras.initializers.RandomUniform(-0.01, 0.01)(shape, dtype=dtype)
+        eye = tf.reshape(tf.eye(shape[-2], shape[-1], dtype=w.dtype), shape)
+        return tf.where(eye > 0, tf.ones_like(w), w)
+
+
+def _torch_init(fan_in):
+    """PyTorch's default ``(kernel, bias)`` initialisers of a layer with ``fan_in`` inputs:
+    both ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``."""
+    limit = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-limit, limit), keras.initializers.RandomUniform(
+        -limit, limit
+    )
+
+
+def _conv(filters, kernel, n_in, name, strides=1, bias=False, identity=False):
+    """A Conv2D (``padding="same"``: PyTorch's ``padding=1`` for 4x4/2 on even sizes)."""
+    k_init, b_init = _torch_init(kernel * kernel * n_in)
+    if identity and filters >= n_in:
+        k_init = _IdentityShortcut()
+    return keras.layers.Conv2D(
+        filters,
+        kernel,
+        strides=strides,
+        padding="same",
+        use_bias=bias,
+        kernel_initializer=k_init,
+        bias_initializer=b_init,
+        name=name,
+    )
+
+
+def _dense(units, n_in, name, bias=False, identity=False):
+    """A Dense layer (a 1x1 convolution on a 1x1 map), initialised as PyTorch's Conv2d."""
+    k_init, b_init = _torch_init(n_in)
+    if identity and units >= n_in:
+        k_init = _IdentityShortcut()
+    return keras.layers.Dense(
+        units, use_bias=bias, kernel_initializer=k_init, bias_initializer=b_init, name=name
+    )
+
+
+def _bn(name):
+    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=NORM_EPSILON, name=name)
+
+
+def _ln(name):
+    return keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=name)
 
 
 @keras.saving.register_keras_serializable(package="robustkit")
@@ -120,6 +204,9 @@ class MIEstimator(keras.Model):
         pattern: which image the local branch reads: ``"natural"`` (``x``),
             ``"adversarial"`` (``n = x~ - x``) or ``"standard"`` (``x~``, the
             standard MI used by WMIM).
+        dv: the per-sample DV form, ``"release"`` (default, the released code's
+            per-location form) or ``"pooled"``; see :func:`per_sample_dv`. Stage 2
+            and stage 3 read it from the estimator, so both use the same form.
 
     ``call((pattern_image, logits), training)`` returns the per-sample DV
     estimates (B,). :meth:`mi` builds the pattern from ``(x, x_adv)``.
@@ -131,7 +218,9 @@ class MIEstimator(keras.Model):
     4
     """
 
-    def __init__(self, input_shape, num_classes=10, features=2048, pattern="natural", **kwargs):
+    def __init__(
+        self, input_shape, num_classes=10, features=2048, pattern="natural", dv="release", **kwargs
+    ):
         super().__init__(**kwargs)
         shape = tuple(int(s) for s in input_shape)
         if len(shape) != 3 or min(shape) < 1:
@@ -140,23 +229,23 @@ class MIEstimator(keras.Model):
         self.num_classes = check_int(num_classes, "num_classes", minimum=2)
         self.features = check_int(features, "features")
         self.pattern = check_choice(pattern, set(PATTERNS), "pattern")
-        d = self.features
-        conv = keras.layers.Conv2D
-        self.l_conv1 = conv(64, 4, strides=2, padding="same", name="local_conv1")
-        self.l_bn1 = keras.layers.BatchNormalization(name="local_bn1")
-        self.l_conv2 = conv(128, 4, strides=2, padding="same", name="local_conv2")
-        self.l_bn2 = keras.layers.BatchNormalization(name="local_bn2")
-        self.l_res1 = conv(d, 1, name="local_res1")
-        self.l_res_bn = keras.layers.BatchNormalization(name="local_res_bn")
-        self.l_res2 = conv(d, 1, name="local_res2")
-        self.l_short = conv(d, 1, name="local_shortcut")
-        self.l_norm = keras.layers.LayerNormalization(name="local_norm")
+        self.dv = check_choice(dv, set(DV_FORMS), "dv")
+        d, c, k = self.features, shape[-1], self.num_classes
+        self.l_conv1 = _conv(64, 4, c, "local_conv1", strides=2)
+        self.l_bn1 = _bn("local_bn1")
+        self.l_conv2 = _conv(128, 4, 64, "local_conv2", strides=2)
+        self.l_bn2 = _bn("local_bn2")
+        self.l_res1 = _conv(d, 1, 128, "local_res1")
+        self.l_res_bn = _bn("local_res_bn")
+        self.l_res2 = _conv(d, 1, d, "local_res2", bias=True)
+        self.l_short = _conv(d, 1, 128, "local_shortcut", identity=True)
+        self.l_norm = _ln("local_norm")
         # The logits as a 1x1 map: 1x1 convolutions are dense layers.
-        self.g_fc1 = keras.layers.Dense(d, name="global_conv1")
-        self.g_bn = keras.layers.BatchNormalization(name="global_bn")
-        self.g_fc2 = keras.layers.Dense(d, name="global_conv2")
-        self.g_short = keras.layers.Dense(d, name="global_shortcut")
-        self.g_norm = keras.layers.LayerNormalization(name="global_norm")
+        self.g_fc1 = _dense(d, k, "global_conv1")
+        self.g_bn = _bn("global_bn")
+        self.g_fc2 = _dense(d, d, "global_conv2", bias=True)
+        self.g_short = _dense(d, k, "global_shortcut", identity=True)
+        self.g_norm = _ln("global_norm")
         h, w = shape[0], shape[1]
         self.num_local = math.ceil(math.ceil(h / 2) / 2) * math.ceil(math.ceil(w / 2) / 2)
         # Create the weights now so that a reloaded estimator is ready to use.
@@ -194,7 +283,7 @@ class MIEstimator(keras.Model):
     def call(self, inputs, training=False):
         pattern, logits = inputs
         local = self.local_features(pattern, training)
-        return dv_from_features(self.global_features(logits, training), local)
+        return dv_from_features(self.global_features(logits, training), local, self.dv)
 
     def mi(self, x, x_adv, logits, training=False):
         """Per-sample estimate of I(pattern(x, x_adv); logits) in nats, (B,)."""
@@ -212,7 +301,7 @@ class MIEstimator(keras.Model):
         glob = tf.concat(
             [self.global_features(logits_a, training), self.global_features(logits_b, training)], 0
         )
-        mi = dv_from_features(glob, local)
+        mi = dv_from_features(glob, local, self.dv)
         return tuple(tf.split(mi, 2))
 
     def get_config(self):
@@ -222,11 +311,18 @@ class MIEstimator(keras.Model):
             num_classes=self.num_classes,
             features=self.features,
             pattern=self.pattern,
+            dv=self.dv,
         )
         return config
 
     @classmethod
     def from_config(cls, config):
+        if "dv" not in config:
+            raise ValueError(
+                "This MI estimator was saved by an older robustkit (Keras normalisation "
+                "defaults, convolution biases before BatchNorm): its weights do not fit the "
+                "released layout; train stage 2 again (rk.namid.train_namid_estimators)."
+            )
         return cls(**config)
 
 
@@ -261,6 +357,9 @@ class AdversarialMIEstimator(MIEstimator):
 
 
 __all__ = [
+    "BN_MOMENTUM",
+    "DV_FORMS",
+    "NORM_EPSILON",
     "PATTERNS",
     "AdversarialMIEstimator",
     "MIEstimator",

@@ -13,10 +13,14 @@ Example:
 
 NAMID loss (Zhou et al., "Improving adversarial robustness via mutual information
 estimation", ICML 2022, Sec. 3): ``L = CE(h(x~), y) + alpha * L_mi`` with, over the
-selected samples,
+selected samples (W: clean-correct and adversarially wrong),
 ``L_mi = L_cos(E_n(h(x~')), E_n(h(x'))) + L_cos(E_a(h(x~')), E_a(h(x'))) +
 lam * mean(E_a(h(x~')) - E_n(h(x~')))``, ``L_cos(a, b) = |1 - cos(a, b)|`` the
-cosine across the batch of per-sample MI estimates, ``alpha = 5``, ``lam = 0.1``.
+cosine across the batch of per-sample MI estimates, ``alpha = 5``. The defaults are the
+released code's (``train_MIAT.py``): ``lam = 0``, i.e. ``CE(h(x~), y) + 5 (L_cos_n +
+L_cos_a)``, ``L_mi = 0`` when W is empty; the ``lam`` term (the paper: 0.1) is paper-only.
+The release trains stage 3 with PGD-40 (step 0.007 at eps 8/255, start ``x + 0.001 N(0,
+1)``): :func:`robustkit.namid.release_attack`, the default of the pipeline.
 The estimators (stage 2, :func:`robustkit.namid.train_namid_estimators`) are frozen
 (inference mode, not trained by the model's optimizer) and read the pattern images
 through ``stop_gradient``: gradients reach the model only through its logits.
@@ -34,7 +38,7 @@ from robustkit import losses
 from robustkit._validation import check_choice, check_non_negative
 from robustkit.namid.estimator import MIEstimator
 from robustkit.namid.io import load_estimators, pack_estimator, unpack_estimator
-from robustkit.namid.mi_loss import namid_mi_loss, selection_mask, weighted_mean
+from robustkit.namid.mi_loss import SELECTIONS, namid_mi_loss, selection_mask, weighted_mean
 from robustkit.objectives import Objective, mart_loss, trades_loss
 
 SELECT = ("wrong", "correct", "all")
@@ -63,10 +67,11 @@ class _NAMIDBase(Objective):
         natural_estimator=None,
         adversarial_estimator=None,
         alpha=5.0,
-        lam=0.1,
+        lam=0.0,
         select="wrong",
         estimators_path=None,
         mi_floor=0.0,
+        selection="argmax",
     ):
         if estimators_path is not None:
             if natural_estimator is not None or adversarial_estimator is not None:
@@ -94,6 +99,7 @@ class _NAMIDBase(Objective):
         self.select = check_choice(select, set(SELECT), "select")
         self.estimators_path = estimators_path
         self.mi_floor = None if mi_floor is None else float(mi_floor)
+        self.selection = check_choice(selection, set(SELECTIONS), "selection")
 
     def base_loss(self, y, logits_adv, logits_clean, sample_weight):
         raise NotImplementedError
@@ -102,7 +108,9 @@ class _NAMIDBase(Objective):
         if logits_clean is None or x is None or x_adv is None:
             raise ValueError(f"{type(self).__name__} needs `logits_clean`, `x` and `x_adv`.")
         base, parts = self.base_loss(y, logits_adv, logits_clean, sample_weight)
-        mask = selection_mask(self.select, y, logits_clean, logits_adv, sample_weight)
+        mask = selection_mask(
+            self.select, y, logits_clean, logits_adv, sample_weight, self.selection
+        )
         l_mi, mi_parts = namid_mi_loss(
             self.natural_estimator,
             self.adversarial_estimator,
@@ -125,6 +133,7 @@ class _NAMIDBase(Objective):
             "lam": self.lam,
             "select": self.select,
             "mi_floor": self.mi_floor,
+            "selection": self.selection,
         }
         if self.estimators_path:
             config["estimators_path"] = self.estimators_path
@@ -145,8 +154,9 @@ _ARGS_DOC = """
     Args:
         natural_estimator, adversarial_estimator: the frozen stage-2 estimators
             (:func:`robustkit.namid.train_namid_estimators`).
-        alpha: weight of ``L_mi`` (5, the paper).
-        lam: weight of ``E_a(h(x~')) - E_n(h(x~'))`` inside ``L_mi`` (0.1).
+        alpha: weight of ``L_mi`` (5, the paper and the release).
+        lam: weight of ``E_a(h(x~')) - E_n(h(x~'))`` inside ``L_mi``: paper-only (the
+            paper: 0.1; default 0, the released code, where the term is commented out).
         select: which samples ``L_mi`` uses: ``"wrong"`` (clean-correct and
             adversarially wrong, as in stage 2; default), ``"correct"`` or ``"all"``.
         estimators_path: instead of the estimators, a folder written by
@@ -154,6 +164,9 @@ _ARGS_DOC = """
             the path, otherwise it embeds the estimators' weights (base64).
         mi_floor: clamp of the adversarial-MI estimates in the ``lam`` term
             (default 0, since MI >= 0; ``None``: the paper's formula verbatim).
+        selection: how the predicted classes of the selection are read: ``"argmax"``
+            (default) or the released ``"softmax_batch_axis"``
+            (:func:`robustkit.namid.predicted_class`).
 """
 
 
@@ -191,14 +204,16 @@ class _BetaNAMID(_NAMIDBase):
         adversarial_estimator=None,
         beta=6.0,
         alpha=5.0,
-        lam=0.1,
+        lam=0.0,
         select="wrong",
         estimators_path=None,
         mi_floor=0.0,
+        selection="argmax",
     ):
         super().__init__(
-            natural_estimator, adversarial_estimator, alpha, lam, select, estimators_path, mi_floor
-        )
+            natural_estimator, adversarial_estimator, alpha, lam, select, estimators_path,
+            mi_floor, selection,
+        )  # fmt: skip
         self.beta = check_non_negative(beta, "beta")
 
     def get_config(self):

@@ -15,13 +15,16 @@ Example:
 Stages (Zhou et al., ICML 2022):
 
 1. ``target``: a standard adversarially trained model (PGD-AT through
-   :class:`robustkit.RobustModel`), or the checkpoint given as ``target``.
+   :class:`robustkit.RobustModel` with ``attack``; the release: PGD-10), or the
+   checkpoint given as ``target``.
 2. ``estimators``: the natural and adversarial MI estimators trained on the
-   frozen target (:func:`robustkit.namid.train_namid_estimators`); for
-   WMIM the standard-MI estimator (:func:`robustkit.namid.train_standard_estimator`).
+   frozen target (:func:`robustkit.namid.train_namid_estimators`, the released
+   objective by default) with ``estimator_attack``; for WMIM the standard-MI
+   estimator (:func:`robustkit.namid.train_standard_estimator`).
 3. ``model``: a fresh model, ``warmup_epochs`` of clean CE (2 in the paper), then
    the defense (:class:`robustkit.namid.NAMID`, ``NAMID_T``, ``NAMID_M`` or
-   ``WMIM``) with the estimators frozen.
+   ``WMIM``; the released loss by default) with the estimators frozen, trained with
+   ``stage3_attack`` (default: the release's PGD-40, :func:`release_attack`).
 
 Every stage writes its output under ``out_dir`` (``target.keras``,
 ``estimators/``, ``model.keras`` and ``robust_model.keras``) and a rerun with the
@@ -35,13 +38,47 @@ import os
 import keras
 import numpy as np
 
-from robustkit._validation import check_choice, check_int
+from robustkit._validation import check_choice, check_int, check_positive
 from robustkit.attacks.pgd import PGD
 from robustkit.namid.io import load_estimators, save_estimators
 from robustkit.namid.objectives import DEFENSES
 from robustkit.namid.stage2 import train_namid_estimators, train_standard_estimator
 from robustkit.objectives import AT
 from robustkit.training import RobustModel
+
+#: the released code's L-inf step (``train_MIAT.py``: 0.007 at eps 8/255)
+RELEASE_LINF_STEP = 0.007
+RELEASE_LINF_EPS = 8 / 255
+
+
+def release_attack(eps, steps=40, norm="linf"):
+    """The released code's training PGD (``craft_adversarial_example_pgd``): start
+    ``x + 0.001 N(0, 1)``; L-inf sign steps of 0.007 at eps 8/255 (the same step / eps ratio
+    at other radii); L2 normalised-gradient steps of ``2 eps / steps``. The release trains
+    stage 1 with PGD-10, stage 2 with L2 PGD-20 (eps 0.5 on CIFAR-10) and stage 3 with
+    PGD-40.
+
+    Example:
+
+    >>> atk = release_attack(8 / 255)
+    >>> atk.steps, round(atk.step_size, 4), atk.random_start
+    (40, 0.007, 'normal')
+    >>> release_attack(0.5, steps=20, norm="l2").step_size
+    0.05
+    """
+    eps = check_positive(eps, "eps")
+    steps = check_int(steps, "steps")
+    if norm == "l2":
+        step = 2 * eps / steps
+    else:
+        step = min(RELEASE_LINF_STEP * eps / RELEASE_LINF_EPS, eps)
+    return PGD(eps=eps, steps=steps, step_size=step, norm=norm, random_start="normal")
+
+
+def _check_attack(attack, name):
+    if not isinstance(attack, PGD):
+        raise ValueError(f"`{name}` must be a robustkit.attacks.PGD; got {type(attack).__name__}.")
+    return attack
 
 
 def _fresh(model_fn):
@@ -80,6 +117,8 @@ def run(
     warmup_epochs=2,
     batch_size=128,
     optimizer="adam",
+    estimator_attack=None,
+    stage3_attack=None,
     estimator_kwargs=None,
     objective_kwargs=None,
     validation_data=None,
@@ -94,8 +133,8 @@ def run(
         model_fn: a callable returning a fresh Keras classifier (logits out), or
             a model to clone (fresh weights); used for stages 1 and 3.
         data: ``(x, y)`` training arrays (images in [0, 1]).
-        attack: the training attack (:class:`robustkit.attacks.PGD`), also used
-            to make the adversarial examples of stage 2.
+        attack: the training attack of stage 1 (:class:`robustkit.attacks.PGD`; the
+            release: PGD-10, :func:`release_attack` with ``steps=10``).
         out_dir: folder of the cached stage outputs.
         target: optional stage-1 checkpoint (a ``.keras`` path or a model)
             instead of training one.
@@ -103,6 +142,12 @@ def run(
             (stage 3 after ``warmup_epochs`` of clean CE; 2 in the paper).
         batch_size: batch of stages 1 and 3.
         optimizer: name or callable returning a fresh optimizer, per stage.
+        estimator_attack: the attack making stage 2's adversarial examples (default:
+            ``attack``; the release: L2 PGD-20, ``release_attack(0.5, 20, "l2")`` on
+            CIFAR-10).
+        stage3_attack: the training attack of stage 3 (default: the release's PGD-40,
+            ``release_attack(attack.eps, 40, attack.norm)``; pass ``attack`` to train
+            stage 3 as stage 1).
         estimator_kwargs: extra arguments of the stage-2 trainer (``features``,
             ``batch_size``, ``learning_rate``, ``objective``, ...).
         objective_kwargs: extra arguments of the defense (``alpha``, ``lam``,
@@ -119,8 +164,13 @@ def run(
         "skipped": [...], "paths": {...}}``.
     """
     defense = check_choice(defense, set(DEFENSES), "defense")
-    if not isinstance(attack, PGD):
-        raise ValueError(f"`attack` must be a robustkit.attacks.PGD; got {type(attack).__name__}.")
+    _check_attack(attack, "attack")
+    estimator_attack = _check_attack(
+        attack if estimator_attack is None else estimator_attack, "estimator_attack"
+    )
+    if stage3_attack is None:
+        stage3_attack = release_attack(attack.eps, 40, attack.norm)
+    _check_attack(stage3_attack, "stage3_attack")
     if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir):
         raise ValueError(f"`out_dir` must be a folder path; got {out_dir!r}.")
     for value, name in (
@@ -154,6 +204,8 @@ def run(
         "defense": defense,
         "n_train": int(len(x)),
         "attack": attack.get_config(),
+        "estimator_attack": estimator_attack.get_config(),
+        "stage3_attack": stage3_attack.get_config(),
         "target": target if isinstance(target, str) else (None if target is None else "model"),
         "stage1_epochs": stage1_epochs,
         "estimator_epochs": estimator_epochs,
@@ -217,10 +269,14 @@ def run(
     else:
         kwargs = dict(estimator_kwargs, epochs=estimator_epochs, seed=seed, verbose=verbose)
         if defense == "wmim":
-            est, est_info = train_standard_estimator(target_model, (x, y), attack, **kwargs)
+            est, est_info = train_standard_estimator(
+                target_model, (x, y), estimator_attack, **kwargs
+            )
             estimators = (est,)
         else:
-            nat, adv, est_info = train_namid_estimators(target_model, (x, y), attack, **kwargs)
+            nat, adv, est_info = train_namid_estimators(
+                target_model, (x, y), estimator_attack, **kwargs
+            )
             estimators = (nat, adv)
         save_estimators(paths["estimators"], **dict(zip(names, estimators)))
         with open(info_path, "w") as f:
@@ -232,7 +288,7 @@ def run(
     history = None
     if os.path.exists(paths["model"]) and os.path.exists(paths["robust_model"]):
         base = keras.saving.load_model(paths["model"], compile=False)
-        model = RobustModel(base, objective=objective, attack=attack)
+        model = RobustModel(base, objective=objective, attack=stage3_attack)
         skipped.append("model")
     else:
         keras.utils.set_random_seed(seed + 1)
@@ -243,7 +299,7 @@ def run(
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             )
             base.fit(x, y, batch_size=batch_size, epochs=warmup_epochs, verbose=verbose)
-        model = RobustModel(base, objective=objective, attack=attack)
+        model = RobustModel(base, objective=objective, attack=stage3_attack)
         model.compile(optimizer=_optimizer(optimizer), metrics=None)
         history = model.fit(
             x,
@@ -269,4 +325,4 @@ def run(
     }
 
 
-__all__ = ["run"]
+__all__ = ["RELEASE_LINF_EPS", "RELEASE_LINF_STEP", "release_attack", "run"]

@@ -1,17 +1,14 @@
-"""Stage 2 of NAMID: the sample sets C, W, R, the estimators' losses and their training.
+"""Stage 2 of NAMID: training the MI estimators on a frozen target.
 
 Example:
 
->>> import numpy as np
->>> from robustkit.namid import select_samples
->>> y = np.array([0, 0, 1])
->>> clean = np.array([[1., 0], [1, 0], [1, 0]]); adv = np.array([[0., 1], [1, 0], [1, 0]])
->>> [m.tolist() for m in select_samples(y, clean, adv)]
-[[True, True, False], [True, False, False], [False, True, False]]
+>>> from robustkit.namid.stage2 import OBJECTIVES
+>>> OBJECTIVES[:3]
+('release', 'only_max', 'paper')
 
 The natural and adversarial estimators (:mod:`robustkit.namid.estimator`) are trained on a
-frozen adversarially trained target: the natural one to score natural outputs above
-adversarial ones, the adversarial one the reverse (Zhou et al., ICML 2022, Sec. 3).
+frozen adversarially trained target (Zhou et al., ICML 2022, Sec. 3); their losses and the
+sample sets C, W, R are in :mod:`robustkit.namid.stage2_losses`.
 """
 
 import keras
@@ -27,94 +24,26 @@ from robustkit._validation import (
     check_positive,
 )
 from robustkit.models.adapter import as_logits_fn
-from robustkit.namid.estimator import AdversarialMIEstimator, MIEstimator, NaturalMIEstimator
-
-#: stage-2 objectives (see :func:`estimator_losses`)
-OBJECTIVES = ("paper", "cosine", "dv")
-
-
-def _cosine(a, b):
-    """Cosine similarity of two vectors (across the batch)."""
-    num = tf.reduce_sum(a * b)
-    den = tf.sqrt(tf.reduce_sum(a * a) * tf.reduce_sum(b * b)) + 1e-8
-    return num / den
+from robustkit.namid.estimator import (
+    DV_FORMS,
+    AdversarialMIEstimator,
+    MIEstimator,
+    NaturalMIEstimator,
+)
+from robustkit.namid.mi_loss import SELECTIONS, predicted_class
+from robustkit.namid.stage2_losses import (
+    BATCH_OBJECTIVES,
+    OBJECTIVES,
+    estimator_losses,
+    select_samples,
+    training_set,
+)
 
 
 def _predict(fn, x, batch_size):
     return np.concatenate(
         [fn(tf.constant(x[s : s + batch_size])).numpy() for s in range(0, len(x), batch_size)]
     )
-
-
-def select_samples(y, logits_clean, logits_adv):
-    """NAMID's sample sets as boolean masks: ``C`` (clean-correct), ``W`` = C and
-    adversarially wrong, ``R`` = C and adversarially right (see the module example)."""
-    y = np.asarray(y).reshape(-1)
-    c = np.argmax(logits_clean, -1) == y
-    adv_right = np.argmax(logits_adv, -1) == y
-    return c, c & ~adv_right, c & adv_right
-
-
-def training_set(counts, objective="paper"):
-    """Which set stage 2 trains on, and with which objective.
-
-    ``W`` when it has at least 2 samples, else ``C``; with fewer than 2
-    clean-correct samples, all samples with plain DV maximisation.
-
-    Example:
-
-    >>> training_set({"C": 0, "W": 0, "R": 0})
-    ('all', 'dv')
-    >>> training_set({"C": 50, "W": 1, "R": 49})
-    ('C', 'paper')
-    """
-    if counts["W"] >= 2:
-        return "W", objective
-    if counts["C"] >= 2:
-        return "C", objective
-    return "all", "dv"
-
-
-def estimator_losses(natural, adversarial, x, x_adv, logits_clean, logits_adv, mode, training=True):
-    """Stage-2 losses (to minimise) of the natural and adversarial estimators.
-
-    ``mode="paper"``: the natural estimator maximises ``E_n(h(x')) - E_n(h(x~'))``
-    and the adversarial one ``E_a(h(x~')) - E_a(h(x'))`` (Zhou et al., 2022, Sec. 3).
-    ``mode="cosine"``: our reading of the released code: each estimator
-    maximises its DV estimate on its own side (natural outputs for ``E_n``,
-    adversarial outputs for ``E_a``) and minimises the cosine similarity, across
-    the batch, between its per-sample estimates on natural and adversarial
-    outputs. ``mode="dv"``: plain DV maximisation on the own side only (used when
-    no clean-correct sample exists).
-
-    Returns ``(loss_natural, loss_adversarial, gap_natural, gap_adversarial)``,
-    the gaps being ``mean E_n(h(x')) - E_n(h(x~'))`` and ``mean E_a(h(x~')) - E_a(h(x'))``.
-
-    Example:
-
-    >>> import numpy as np
-    >>> nat = NaturalMIEstimator((8, 8, 1), 10, features=8)
-    >>> adv = AdversarialMIEstimator((8, 8, 1), 10, features=8)
-    >>> x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype("float32")
-    >>> z = np.random.default_rng(1).normal(size=(4, 10)).astype("float32")
-    >>> loss_n, loss_a, gap_n, gap_a = estimator_losses(nat, adv, x, x, z, z, "paper", False)
-    >>> float(gap_n), float(loss_n)       # same logits on both sides: no gap
-    (0.0, -0.0)
-    """
-    en_nat, en_adv = natural.mi_pair(x, x_adv, logits_clean, logits_adv, training=training)
-    ea_adv, ea_nat = adversarial.mi_pair(x, x_adv, logits_adv, logits_clean, training=training)
-    gap_n = tf.reduce_mean(en_nat - en_adv)
-    gap_a = tf.reduce_mean(ea_adv - ea_nat)
-    if mode == "paper":
-        return -gap_n, -gap_a, gap_n, gap_a
-    if mode == "cosine":
-        return (
-            -tf.reduce_mean(en_nat) + _cosine(en_nat, en_adv),
-            -tf.reduce_mean(ea_adv) + _cosine(ea_adv, ea_nat),
-            gap_n,
-            gap_a,
-        )
-    return -tf.reduce_mean(en_nat), -tf.reduce_mean(ea_adv), gap_n, gap_a
 
 
 def _check_data(data):
@@ -145,20 +74,30 @@ def _schedule(learning_rate, milestones, steps_per_epoch):
     return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values)
 
 
+def _batches(n, batch, drop_last):
+    """``(start, stop)`` of one epoch's batches: the full ones, then the rest unless
+    ``drop_last`` or it holds fewer than 2 samples (the DV needs a negative)."""
+    ranges = [(lo, lo + batch) for lo in range(0, n - batch + 1, batch)]
+    rest = n - len(ranges) * batch
+    if not drop_last and rest >= 2:
+        ranges.append((n - rest, n))
+    return ranges
+
+
 def _fit_estimators(
-    ests, loss_fn, arrays, epochs, batch_size, learning_rate, milestones, seed, verbose
-):
-    """Shared Adam loop of stage 2: ``loss_fn(*batch) -> (losses..., logs...)``."""
-    n = len(arrays[0])
+    ests, loss_fn, n, batch_of, epochs, batch_size, learning_rate, milestones, seed, verbose,
+    drop_last=True, adam_epsilon=1e-7,
+):  # fmt: skip
+    """Shared Adam loop of stage 2 over ``n`` samples: ``batch_of(idx)`` returns the arrays
+    of one batch and ``loss_fn(*arrays) -> (losses..., logs...)``, one loss per estimator."""
     batch = min(batch_size, n)
-    steps_per_epoch = max(1, n // batch)
-    opts = [
-        keras.optimizers.Adam(_schedule(learning_rate, milestones, steps_per_epoch)) for _ in ests
-    ]
+    ranges = _batches(n, batch, drop_last)
+    lr = _schedule(learning_rate, milestones, len(ranges))
+    opts = [keras.optimizers.Adam(lr, epsilon=adam_epsilon) for _ in ests]
     for opt, est in zip(opts, ests):
         opt.build(est.trainable_variables)
 
-    @tf.function
+    @tf.function(reduce_retracing=True)
     def step(*batch_arrays):
         with tf.GradientTape(persistent=True) as tape:
             out = loss_fn(*batch_arrays)
@@ -173,12 +112,11 @@ def _fit_estimators(
     for epoch in range(epochs):
         order = rng.permutation(n)
         sums = None
-        for b in range(steps_per_epoch):
-            idx = order[b * batch : (b + 1) * batch]
-            out = step(*[tf.constant(a[idx]) for a in arrays])
+        for lo, hi in ranges:
+            out = step(*[tf.constant(a) for a in batch_of(order[lo:hi])])
             vals = np.array([float(v) for v in out])
             sums = vals if sums is None else sums + vals
-        history.append(sums / steps_per_epoch)
+        history.append(sums / len(ranges))
         _log.info(
             f"estimators epoch {epoch + 1}/{epochs}: " + " ".join(f"{v:.4f}" for v in history[-1]),
             verbose,
@@ -195,7 +133,9 @@ def train_namid_estimators(
     batch_size=400,
     learning_rate=1e-2,
     milestones=(10, 20),
-    objective="paper",
+    objective="release",
+    dv="release",
+    selection="argmax",
     seed=0,
     verbose=0,
 ):
@@ -205,26 +145,31 @@ def train_namid_estimators(
         target: the (adversarially trained) classifier returning logits; frozen
             (attacked and evaluated in inference mode only).
         data: ``(x, y)`` numpy arrays (training images in [0, 1], labels).
-        attack: the attack that makes ``x~`` (e.g. ``rk.attacks.PGD(eps, steps=10)``).
+        attack: the attack that makes ``x~`` (e.g. ``rk.attacks.PGD(eps, steps=10)``; the
+            released default is L2 PGD-20 at eps 0.5 on CIFAR-10).
         features: estimator feature width (2048 in the paper).
         epochs, batch_size, learning_rate, milestones: Adam at 1e-2, x0.1 at
-            epochs 10 and 20, 25 epochs, batch 400 (the paper's defaults).
-        objective: ``"paper"`` (default), ``"cosine"`` (the released code's
-            variant as we read it) or ``"dv"``; see :func:`estimator_losses`.
+            epochs 10 and 20, 25 epochs, batch 400 (the released defaults).
+        objective: ``"release"`` (default), ``"only_max"``, ``"paper"``, ``"cosine"`` or
+            ``"dv"`` (:mod:`robustkit.namid.stage2_losses`). ``"release"`` and
+            ``"only_max"`` train as the released code does: shuffled full batches (the
+            last, smaller one included), a fresh ``attack`` on every batch, the sets C, W,
+            R as masks of the batch, Adam with PyTorch's epsilon 1e-8. The others attack
+            the data once and train on the set W only (C, or all samples with ``"dv"``,
+            when W is too small).
+        dv: the estimators' per-sample DV form, ``"release"`` (default) or ``"pooled"``
+            (:func:`robustkit.namid.per_sample_dv`); stage 3 uses the same.
+        selection: how predicted classes are read for C, W, R: ``"argmax"`` (default) or
+            the released ``"softmax_batch_axis"`` (:func:`robustkit.namid.predicted_class`).
         seed: seed of the initialisation and the batch order.
         verbose: 1 logs the epoch losses (``robustkit._log``).
 
-    The samples: ``C`` = clean-correct, ``W`` = C and adversarially wrong,
-    ``R`` = C and adversarially right (counts in the returned info). The
-    estimators train on ``W`` (natural samples the target gets right whose
-    adversarial samples fool it: the pairs where natural and adversarial
-    dependence differ); when ``W`` has fewer than 2 samples they train on ``C``,
-    and when ``C`` has fewer than 2, on all samples with plain DV maximisation.
-
     Returns:
         ``(natural, adversarial, info)``: the two frozen estimators and a dict
-        with ``counts`` (C, W, R), ``used`` (the set trained on), ``objective``
-        and ``history`` (per epoch: loss_n, loss_a, gap_n, gap_a).
+        with ``counts`` (C, W, R: over the data; for the batch objectives summed over the
+        last epoch's batches), ``used`` (the set trained on, ``"batch masks"`` for the
+        batch objectives), ``objective``, ``dv``, ``selection`` and ``history`` (per
+        epoch: loss_n, loss_a, gap_n, gap_a; the gaps over W).
 
     Example:
 
@@ -234,47 +179,67 @@ def train_namid_estimators(
     >>> nat, adv, info = rk.namid.train_namid_estimators(
     ...     target, (x[:64], y[:64]), rk.attacks.PGD(eps=0.1, steps=2),
     ...     features=16, epochs=1, batch_size=32)
-    >>> sorted(info["counts"])
-    ['C', 'R', 'W']
+    >>> sorted(info["counts"]), info["used"]
+    (['C', 'R', 'W'], 'batch masks')
     """
     x, y = _check_data(data)
     features, epochs, batch_size, learning_rate = _check_training(
         features, epochs, batch_size, learning_rate
     )
     objective = check_choice(objective, set(OBJECTIVES), "objective")
+    dv = check_choice(dv, set(DV_FORMS), "dv")
+    selection = check_choice(selection, set(SELECTIONS), "selection")
     fn = as_logits_fn(target)
-    logits_clean = _predict(fn, x, 500)
-    x_adv = np.asarray(attack(target, x, y), dtype="float32")
-    logits_adv = _predict(fn, x_adv, 500)
-    c, w, r = select_samples(y, logits_clean, logits_adv)
-    counts = {"C": int(c.sum()), "W": int(w.sum()), "R": int(r.sum())}
-    used, objective = training_set(counts, objective)
-    mask = {"W": w, "C": c, "all": np.ones(len(x), bool)}[used]
+    logits_clean = _predict(fn, x, 500).astype("float32")
+    batched = objective in BATCH_OBJECTIVES
+    if not batched:  # one attack of the data, then the set W (C, all) only
+        x_adv = np.asarray(attack(target, x, y), dtype="float32")
+        logits_adv = _predict(fn, x_adv, 500).astype("float32")
+        c, w, r = select_samples(y, logits_clean, logits_adv, selection)
+        counts = {"C": int(c.sum()), "W": int(w.sum()), "R": int(r.sum())}
+        used, objective = training_set(counts, objective)
+        mask = {"W": w, "C": c, "all": np.ones(len(x), bool)}[used]
+        arrays = [a[mask] for a in (x, x_adv, logits_clean, logits_adv)]
     keras.utils.set_random_seed(seed)
     shape, k = x.shape[1:], logits_clean.shape[-1]
-    natural = NaturalMIEstimator(shape, k, features)
-    adversarial = AdversarialMIEstimator(shape, k, features)
+    natural = NaturalMIEstimator(shape, k, features, dv=dv)
+    adversarial = AdversarialMIEstimator(shape, k, features, dv=dv)
 
-    def loss_fn(xb, xab, lcb, lab):
-        return estimator_losses(natural, adversarial, xb, xab, lcb, lab, objective, training=True)
+    def loss_fn(xb, xab, lcb, lab, *masks):
+        return estimator_losses(
+            natural, adversarial, xb, xab, lcb, lab, objective, True, masks or None
+        )
 
-    arrays = [
-        a[mask] for a in (x, x_adv, logits_clean.astype("float32"), logits_adv.astype("float32"))
-    ]
+    if batched:
+        per_batch = []  # (C, W, R) counts of every batch
+
+        def batch_of(idx):  # a fresh attack and fresh masks for every batch
+            xb, yb, lcb = x[idx], y[idx], logits_clean[idx]
+            xab = np.asarray(attack(target, xb, yb), dtype="float32")
+            lab = _predict(fn, xab, 500).astype("float32")
+            c, w, r = select_samples(yb, lcb, lab, selection)
+            adv_wrong = predicted_class(lab, selection).numpy() != yb
+            per_batch.append([int(m.sum()) for m in (c, w, r)])
+            return [xb, xab, lcb, lab, *(m.astype("float32") for m in (c, w, r, adv_wrong))]
+
+        n, drop_last = len(x), False
+    else:
+        n, drop_last = len(arrays[0]), True
+
+        def batch_of(idx):
+            return [a[idx] for a in arrays]
+
     history = _fit_estimators(
-        [natural, adversarial],
-        loss_fn,
-        arrays,
-        epochs,
-        batch_size,
-        learning_rate,
-        milestones,
-        seed,
-        verbose,
-    )
+        [natural, adversarial], loss_fn, n, batch_of, epochs, batch_size, learning_rate,
+        milestones, seed, verbose, drop_last=drop_last, adam_epsilon=1e-8 if batched else 1e-7,
+    )  # fmt: skip
+    if batched:
+        last = np.sum(per_batch[-len(_batches(n, min(batch_size, n), False)) :], axis=0)
+        counts, used = dict(zip("CWR", (int(v) for v in last))), "batch masks"
     natural.trainable = False
     adversarial.trainable = False
-    info = {"counts": counts, "used": used, "objective": objective, "history": history.tolist()}
+    info = {"counts": counts, "used": used, "objective": objective, "dv": dv}
+    info.update(selection=selection, history=history.tolist())
     return natural, adversarial, info
 
 
@@ -287,12 +252,14 @@ def train_standard_estimator(
     batch_size=400,
     learning_rate=1e-2,
     milestones=(10, 20),
+    dv="release",
     seed=0,
     verbose=0,
 ):
     """Trains the estimator of the standard MI ``I(x~; h(x~))`` (for WMIM) on a
     frozen target by plain DV maximisation; same defaults as
-    :func:`train_namid_estimators`. Returns ``(estimator, info)``.
+    :func:`train_namid_estimators` (no released code exists for WMIM: one attack of the
+    data, drop-last batches). Returns ``(estimator, info)``.
 
     Example:
 
@@ -308,32 +275,28 @@ def train_standard_estimator(
     features, epochs, batch_size, learning_rate = _check_training(
         features, epochs, batch_size, learning_rate
     )
+    dv = check_choice(dv, set(DV_FORMS), "dv")
     fn = as_logits_fn(target)
     x_adv = np.asarray(attack(target, x, y), dtype="float32")
     logits_adv = _predict(fn, x_adv, 500).astype("float32")
     keras.utils.set_random_seed(seed)
-    est = MIEstimator(x.shape[1:], logits_adv.shape[-1], features, pattern="standard")
+    est = MIEstimator(x.shape[1:], logits_adv.shape[-1], features, pattern="standard", dv=dv)
+    arrays = (x, x_adv, logits_adv)
 
     def loss_fn(xb, xab, lab):
         mi = tf.reduce_mean(est.mi(xb, xab, lab, training=True))
         return -mi, mi
 
     history = _fit_estimators(
-        [est],
-        loss_fn,
-        [x, x_adv, logits_adv],
-        epochs,
-        batch_size,
-        learning_rate,
-        milestones,
-        seed,
-        verbose,
-    )
+        [est], loss_fn, len(x), lambda idx: [a[idx] for a in arrays], epochs, batch_size,
+        learning_rate, milestones, seed, verbose,
+    )  # fmt: skip
     est.trainable = False
     return est, {"history": history.tolist()}
 
 
 __all__ = [
+    "BATCH_OBJECTIVES",
     "OBJECTIVES",
     "estimator_losses",
     "select_samples",
