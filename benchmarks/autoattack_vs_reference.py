@@ -70,8 +70,10 @@ def load_model(dataset, data_dir, n_test, retrain=False, seed=0):
 
         name = f"attack_speed_pgdat_{s['n_train']}_{s['epochs']}"  # shared with attack_speed.py
     else:
-        x_tr, y_tr = rk.data.load("cifar10", "train", data_dir)
-        x_te, y_te = rk.data.subset(*rk.data.load("cifar10", "test", data_dir), n_test, seed=seed)
+        x_tr, y_tr = rk.data.load("cifar10_test_files", "train", data_dir)
+        x_te, y_te = rk.data.subset(
+            *rk.data.load("cifar10_test_files", "test", data_dir), n_test, seed=seed
+        )
 
         def build():
             return rk.models.resnet18((32, 32, 3), base_filters=16, name="cifar_pgdat_aa")

@@ -57,9 +57,12 @@ class CW(MinimalNormL2):
         confidence: margin ``kappa`` (default 0): an example counts as fooled
             when ``max_{j != y} z_j > z_y + kappa``.
         abort_early: stop a search step when the total loss has not decreased
-            by 0.01 % over the last ``steps / 10`` steps (default True, the paper's).
+            by ``abort_tol`` (relative; default 1e-4, i.e. 0.01 %) over the last
+            ``steps / 10`` steps (default True, the paper's; advertorch: 1e-6).
         eps: optional L2 radius: an example whose smallest perturbation found is
             larger than ``eps`` counts as not fooled (its clean input is returned).
+        any_norm: count a success at any norm (no ``eps``; an evaluator then holds
+            the outputs to no radius; see :class:`~robustkit.attacks.minimal_norm.MinimalNormL2`).
         loop: ``"auto"`` (default), ``"while"`` or ``"unrolled"``: the engine's policy
             (:func:`robustkit.attacks.engine.unrolled`) for the Adam steps and, separately,
             for the search steps (a ``tf.while_loop`` each for the defaults).
@@ -73,6 +76,10 @@ class CW(MinimalNormL2):
     step restarts Adam from ``x``), a fooled example keeps shrinking its
     perturbation, and ``abort_early`` ends a search step for the batch once its
     loss stalls.
+
+    :meth:`release` builds the CW of the NAMID evaluation (advertorch's
+    ``CarliniWagnerL2Attack(max_iterations=10, binary_search_steps=4, initial_const=1,
+    confidence=1, learning_rate=1e-2)``, abort tolerance 1e-6).
     """
 
     def __init__(
@@ -89,10 +96,18 @@ class CW(MinimalNormL2):
         batch_size=500,
         jit_compile="auto",
         seed=None,
+        abort_tol=1e-4,
+        any_norm=False,
     ):
         super().__init__(
-            eps=eps, bounds=bounds, batch_size=batch_size, jit_compile=jit_compile, seed=seed
+            eps=eps,
+            bounds=bounds,
+            any_norm=any_norm,
+            batch_size=batch_size,
+            jit_compile=jit_compile,
+            seed=seed,
         )
+        self.abort_tol = check_positive(abort_tol, "abort_tol")
         self.steps = check_int(steps, "steps")
         self.lr = check_positive(lr, "lr")
         self.initial_const = check_positive(initial_const, "initial_const")
@@ -116,7 +131,28 @@ class CW(MinimalNormL2):
             abort_early=self.abort_early,
             loop=self.loop,
         )
+        if self.abort_tol != 1e-4:
+            config["abort_tol"] = self.abort_tol
         return config
+
+    @classmethod
+    def release(cls, **overrides):
+        """The NAMID evaluation's CW (see above), with ``overrides`` on top.
+
+        >>> atk = CW.release()
+        >>> atk.binary_search_steps, atk.steps, atk.initial_const, atk.confidence, atk.lr
+        (4, 10, 1.0, 1.0, 0.01)
+        """
+        settings = dict(
+            steps=10,
+            binary_search_steps=4,
+            initial_const=1.0,
+            confidence=1.0,
+            lr=0.01,
+            abort_early=True,
+            abort_tol=1e-6,
+        )
+        return cls(**{**settings, **overrides})
 
     # ----------------------------------------------------------------- core
     def _to_box(self, w):
@@ -192,7 +228,7 @@ class CW(MinimalNormL2):
             # abort early: every tenth of the steps, require 0.01 % progress
             if self.abort_early:
                 at_check = tf.equal(k % check_every, 0)
-                stalled = tf.logical_and(at_check, loss > 0.9999 * prev_loss)
+                stalled = tf.logical_and(at_check, loss > (1.0 - self.abort_tol) * prev_loss)
                 stop = tf.logical_or(stop, stalled)
                 prev_loss = tf.where(at_check, loss, prev_loss)
             return delta, m, v, prev_loss, stop, found, best

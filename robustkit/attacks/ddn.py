@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from robustkit import threat as threat_lib
-from robustkit._validation import check_int, check_positive
+from robustkit._validation import check_choice, check_int, check_positive
 from robustkit.attacks import engine
 from robustkit.attacks.base import loss_and_grad
 from robustkit.attacks.minimal_norm import MinimalNormL2
@@ -56,6 +56,15 @@ class DDN(MinimalNormL2):
             (default 1.0) to ``min_step`` (default 0.01), as in the paper.
         eps: optional L2 radius: an example whose smallest perturbation found is
             larger than ``eps`` counts as not fooled (its clean input is returned).
+        quantize: ``None`` (default) or a number of levels: after every step
+            ``x + delta`` is rounded to ``levels`` evenly spaced values of the box
+            (256: 8-bit images; the NAMID evaluation uses 16).
+        schedule: ``"robustkit"`` (default: step ``k`` uses the cosine value at ``k``, and
+            the norm is capped at the largest one the box allows) or ``"advertorch"``
+            (the scheduler is stepped before each step, so step ``k`` uses the value at
+            ``k + 1`` and the last step ``min_step``; the norm is not capped).
+        any_norm: count a success at any norm (no ``eps``; see
+            :class:`~robustkit.attacks.minimal_norm.MinimalNormL2`).
         loop: ``"unrolled"``, ``"while"`` or ``"auto"`` (default): the engine's policy
             (:func:`robustkit.attacks.engine.unrolled`; a ``tf.while_loop`` for more than
             one step).
@@ -64,10 +73,13 @@ class DDN(MinimalNormL2):
 
     Returns, per example, the adversarial point with the smallest L2 norm seen
     over all iterates, the final one included (``engine.Tracker.min_norm``), or
-    the clean input where none was found. The optional 8-bit quantisation step of
-    the paper is not applied. DDN has no ``restarts`` and no ``early_stop``: it
+    the clean input where none was found. The quantisation step of the paper is
+    off by default (``quantize``). DDN has no ``restarts`` and no ``early_stop``: it
     starts from ``x`` deterministically, and a fooled example is what it works on
     (its norm keeps shrinking until the last step).
+
+    :meth:`release` builds the DDN of the NAMID evaluation (advertorch's
+    ``DDNL2Attack(nb_iter=20, gamma=0.05, init_norm=1.0, quantize=True, levels=16)``).
     """
 
     def __init__(
@@ -83,10 +95,20 @@ class DDN(MinimalNormL2):
         batch_size=500,
         jit_compile="auto",
         seed=None,
+        quantize=None,
+        schedule="robustkit",
+        any_norm=False,
     ):
         super().__init__(
-            eps=eps, bounds=bounds, batch_size=batch_size, jit_compile=jit_compile, seed=seed
+            eps=eps,
+            bounds=bounds,
+            any_norm=any_norm,
+            batch_size=batch_size,
+            jit_compile=jit_compile,
+            seed=seed,
         )
+        self.quantize = None if quantize is None else check_int(quantize, "quantize", minimum=2)
+        self.schedule = check_choice(schedule, {"robustkit", "advertorch"}, "schedule")
         self.steps = check_int(steps, "steps")
         self.init_epsilon = check_positive(init_epsilon, "init_epsilon")
         self.gamma = check_positive(gamma, "gamma")
@@ -110,11 +132,43 @@ class DDN(MinimalNormL2):
             min_step=self.min_step,
             loop=self.loop,
         )
+        if self.quantize is not None:
+            config["quantize"] = self.quantize
+        if self.schedule != "robustkit":
+            config["schedule"] = self.schedule
         return config
 
+    @classmethod
+    def release(cls, **overrides):
+        """The NAMID evaluation's DDN (see above), with ``overrides`` on top.
+
+        >>> atk = DDN.release()
+        >>> atk.steps, atk.quantize, atk.schedule, atk.init_epsilon, atk.gamma
+        (20, 16, 'advertorch', 1.0, 0.05)
+        """
+        settings = dict(steps=20, init_epsilon=1.0, gamma=0.05, quantize=16, schedule="advertorch")
+        return cls(**{**settings, **overrides})
+
+    def quantized(self, x_adv):
+        """``x_adv`` rounded to ``quantize`` evenly spaced levels of the box (as is if None).
+
+        >>> import numpy as np
+        >>> DDN(quantize=16).quantized(np.array([0.0, 0.04, 0.5, 1.0], "float32")).numpy()
+        array([0.        , 0.06666667, 0.53333336, 1.        ], dtype=float32)
+        """
+        if self.quantize is None:
+            return x_adv
+        lo, hi = self.bounds
+        levels = float(self.quantize - 1)
+        unit = (tf.convert_to_tensor(x_adv, tf.float32) - lo) / (hi - lo)
+        return lo + (hi - lo) * tf.round(unit * levels) / levels
+
     def _step_size(self, i):
-        """Cosine annealing from ``max_step`` (i = 0) towards ``min_step``."""
+        """Cosine annealing from ``max_step`` (i = 0) towards ``min_step``; with
+        ``schedule="advertorch"`` the value at ``i + 1``."""
         i = tf.cast(i, tf.float32)
+        if self.schedule == "advertorch":
+            i = i + 1.0
         cos = (1.0 + tf.cos(math.pi * i / self.steps)) / 2.0
         return self.min_step + (self.max_step - self.min_step) * cos
 
@@ -144,10 +198,11 @@ class DDN(MinimalNormL2):
             g_norm = tf.reshape(l2(grad), shape)
             delta = delta + self._step_size(k) * grad / tf.maximum(g_norm, 1e-12)
             epsilon = epsilon * tf.where(fooled, 1.0 - self.gamma, 1.0 + self.gamma)
-            epsilon = tf.minimum(epsilon, worst)
+            if self.schedule == "robustkit":
+                epsilon = tf.minimum(epsilon, worst)
             d_norm = tf.reshape(l2(delta), shape)
             delta = delta * tf.reshape(epsilon, shape) / tf.maximum(d_norm, 1e-12)
-            delta = tf.clip_by_value(x + delta, lo, hi) - x
+            delta = tf.clip_by_value(self.quantized(x + delta), lo, hi) - x
             return delta, epsilon, best
 
         state = (

@@ -19,8 +19,8 @@ import tensorflow as tf
 
 from robustkit import losses
 from robustkit import threat as threat_lib
-from robustkit._validation import check_int, check_positive
-from robustkit.attacks import engine
+from robustkit._validation import check_choice, check_int, check_positive
+from robustkit.attacks import engine, fwa_release
 from robustkit.attacks.base import Attack
 
 _TINY = 1e-12
@@ -109,6 +109,13 @@ class FWA(Attack):
     same way for mass-increasing directions, which keeps the oracle from
     spending the budget on mass that the clip would remove.
 
+    ``method="release"`` runs the attack the NAMID evaluation released instead
+    (:mod:`robustkit.attacks.fwa_release`): projected gradient on the plan, the
+    L-inf-normalised gradient times ``lr`` (0.007), the exact Euclidean projection by
+    bisection on the dual (``dual_steps`` = 15, ``grad_tol``, ``int_tol`` = 1e-4), the
+    release's window offsets, and the last iterate, clipped to the box unless
+    ``clip_output=False`` (the release evaluates the unclipped image).
+
     Reference: K. Wu, A. H. Wang, Y. Yu, "Stronger and Faster Wasserstein
     Adversarial Attacks", ICML 2020 (https://arxiv.org/abs/2008.02883).
 
@@ -128,6 +135,12 @@ class FWA(Attack):
             default and ``step_size=0.007`` reproduces a constant-step reading.
         saturation_aware: zero positive gradients at pixels >= ``hi`` (default True;
             False uses only the gradient through the clip).
+        method: ``"frank_wolfe"`` (default) or ``"release"`` (see above).
+        lr, grad_tol, int_tol: ``method="release"`` only: the step on the plan (0.007)
+            and the bisection's stopping tolerances (1e-4 each, as released).
+        clip_output: ``method="release"`` only: clip the returned image to the box
+            (default True; False returns the unclipped last iterate, as the release
+            evaluates it).
         loop: ``"auto"`` (default), ``"while"`` or ``"unrolled"``: the engine's policy
             (:func:`robustkit.attacks.engine.unrolled`).
         bounds: the valid input box (default ``(0, 1)``).
@@ -160,6 +173,11 @@ class FWA(Attack):
         batch_size=500,
         jit_compile="auto",
         seed=None,
+        method="frank_wolfe",
+        lr=0.007,
+        grad_tol=1e-4,
+        int_tol=1e-4,
+        clip_output=True,
     ):
         super().__init__(batch_size=batch_size, jit_compile=jit_compile, seed=seed)
         # the threat models' check of a box (FWA keeps only the box)
@@ -175,6 +193,11 @@ class FWA(Attack):
                 raise ValueError(f"`step_size` must be in (0, 1]; got {step_size!r}.")
         self.step_size = step_size
         self.saturation_aware = bool(saturation_aware)
+        self.method = check_choice(method, {"frank_wolfe", "release"}, "method")
+        self.lr = check_positive(lr, "lr")
+        self.grad_tol = None if grad_tol is None else check_positive(grad_tol, "grad_tol")
+        self.int_tol = None if int_tol is None else check_positive(int_tol, "int_tol")
+        self.clip_output = bool(clip_output)
         self.offsets = kernel_offsets(self.kernel_size)
         self.loop = engine.check_loop(loop)
         #: steps per while-loop iteration: one, since the body is large (the oracle's
@@ -202,6 +225,14 @@ class FWA(Attack):
             saturation_aware=self.saturation_aware,
             loop=self.loop,
         )
+        if self.method != "frank_wolfe":
+            config.update(
+                method=self.method,
+                lr=self.lr,
+                grad_tol=self.grad_tol,
+                int_tol=self.int_tol,
+                clip_output=self.clip_output,
+            )
         if self._box != (0.0, 1.0):
             config["bounds"] = list(self._box)
         return config
@@ -253,7 +284,10 @@ class FWA(Attack):
     # --------------------------------------------------------------- core
     @tf.autograph.experimental.do_not_convert
     def perturb(self, model_fn, x, y):
-        """Graph-safe FWA: returns the most adversarial transported image."""
+        """Graph-safe FWA: returns the most adversarial transported image (``method=
+        "release"``: the released attack's last iterate)."""
+        if self.method == "release":
+            return tf.stop_gradient(fwa_release.perturb(self, model_fn, x, y))
         y = tf.cast(y, tf.int64)
         lo, hi = self.bounds
         offsets = self.offsets

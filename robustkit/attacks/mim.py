@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from robustkit import losses
 from robustkit import threat as threat_lib
-from robustkit._validation import check_int, check_non_negative, check_positive
+from robustkit._validation import check_choice, check_int, check_non_negative, check_positive
 from robustkit.attacks import engine
 from robustkit.attacks.base import Attack, loss_and_grad
 from robustkit.attacks.pgd import check_start
@@ -63,6 +63,9 @@ class MIM(Attack):
         loss: the loss to ascend, ``"ce"`` (default), ``"margin"``, ``"kl"`` or ``"dlr"``
             (see :mod:`robustkit.losses`).
         bounds: the valid input box (default ``(0, 1)``); ``eps`` is in its units.
+        keep: what evaluation calls return: ``"best"`` (default, see below) or ``"last"``,
+            the last iterate of a single run (what the NAMID evaluation's TI-DIM returns;
+            ``restarts`` and ``early_stop`` do not apply).
         batch_size, jit_compile, seed: see :class:`~robustkit.attacks.Attack`.
 
     The L1 normalisation of the gradient is per example (cleverhans 4.0 does the
@@ -94,8 +97,10 @@ class MIM(Attack):
         batch_size=500,
         jit_compile="auto",
         seed=None,
+        keep="best",
     ):
         super().__init__(batch_size=batch_size, jit_compile=jit_compile, seed=seed)
+        self.keep = check_choice(keep, {"best", "last"}, "keep")
         self.threat = self._make_threat(norm, eps, bounds)
         self.eps = self.threat.eps
         self.norm = self.threat.norm
@@ -130,6 +135,8 @@ class MIM(Attack):
             early_stop=self.early_stop,
             loss=self.loss,
         )
+        if self.keep != "best":
+            config["keep"] = self.keep
         if self.threat.bounds != (0.0, 1.0):
             config["bounds"] = list(self.threat.bounds)
         return config
@@ -160,7 +167,7 @@ class MIM(Attack):
         y = tf.cast(y, tf.int64)
         clean = tf.stop_gradient(model_fn(x)) if loss == "kl" else None
         args = (model_fn, x, y, eps, loss, start, clean)
-        if not track_best:
+        if not track_best or self.keep == "last":
             x_adv = self._plain(*args)
         elif self.early_stop and not self._xla():
             x_adv = self._compacting(*args)

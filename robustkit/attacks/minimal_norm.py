@@ -42,14 +42,25 @@ class MinimalNormL2(Attack):
     """Base of CW and DDN: ``norm = "l2"``, an optional ``eps`` and the box ``bounds``.
 
     ``threat`` is the L2 threat model of radius ``eps`` (``None`` without ``eps``); the box
-    is kept in ``bounds`` either way.
+    is kept in ``bounds`` either way. ``any_norm=True`` (not with ``eps``) declares that a
+    success counts at any norm: the attack then has no ``norm``, so an evaluator holds its
+    outputs to no radius (the NAMID release's counting: accuracy on the returned points).
+
+    >>> from robustkit.evaluation.suites import threat_of
+    >>> threat_of(MinimalNormL2()), threat_of(MinimalNormL2(any_norm=True))
+    (('l2', None), (None, None))
     """
 
     norm = "l2"
     supported_norms = ("l2",)
 
-    def __init__(self, eps=None, bounds=(0.0, 1.0), **kwargs):
+    def __init__(self, eps=None, bounds=(0.0, 1.0), any_norm=False, **kwargs):
         super().__init__(**kwargs)
+        self.any_norm = bool(any_norm)
+        if self.any_norm and eps is not None:
+            raise ValueError("`any_norm=True` counts success at any norm: it takes no `eps`.")
+        if self.any_norm:  # no norm for an evaluator to hold the outputs to
+            self.norm = None
         # an L2 threat model of any radius validates the box; the attack keeps only the box
         # when it has no radius
         self._box = threat_lib.L2(1.0, bounds=bounds).bounds
@@ -63,6 +74,8 @@ class MinimalNormL2(Attack):
     def get_config(self):
         config = super().get_config()
         config["eps"] = self.eps
+        if self.any_norm:
+            config["any_norm"] = True
         if self._box != (0.0, 1.0):
             config["bounds"] = list(self._box)
         return config

@@ -90,12 +90,15 @@ class TIDIM(MIM):
         decay: momentum decay (default 1.0).
         p: probability of the diverse-input transform (default 0.5, Xie et al.).
         resize_rate: smallest resize as a fraction of the image size (default 0.9).
-        kernel_size, sigma: Gaussian kernel (default 15x15, sigma 3 pixels, the
-            NAMID evaluation). Scaled for small images: the size is capped at the
-            largest odd number <= min(H, W) / 2 and sigma shrinks in the same
-            ratio (see :func:`scaled_kernel`). Dong et al.'s released code
-            parameterises the kernel by its span in standard deviations
-            (``nsig=3``); here ``sigma`` is in pixels.
+        kernel_size, sigma: Gaussian kernel (default 15x15, sigma 3 pixels). Scaled
+            for small images: the size is capped at the largest odd number
+            <= min(H, W) / 2 and sigma shrinks in the same ratio (see
+            :func:`scaled_kernel`). Dong et al.'s released code parameterises the
+            kernel by its span in standard deviations (``gkern(15, 3)``: 15 points on
+            [-3, 3], i.e. ``sigma = 14 / 6`` pixels); here ``sigma`` is in pixels.
+        scale_kernel: apply the small-image rule above (default True; False uses
+            ``kernel_size`` and ``sigma`` as given on every image, as the release does).
+        keep: ``"best"`` (default) or ``"last"`` (the last iterate; see :class:`MIM`).
         norm: ``"linf"`` (default) or ``"l2"``.
         loop, random_start, restarts, early_stop, loss, bounds, batch_size,
             jit_compile, seed: see :class:`~robustkit.attacks.MIM` (the padding of the
@@ -104,6 +107,14 @@ class TIDIM(MIM):
     Evaluation calls return the most adversarial iterate judged on the
     untransformed image (one extra forward pass per step); ``early_stop`` judges
     the same way. TI-DIM implements the training protocol as MIM does.
+
+    :meth:`release` builds the TI-DIM the NAMID evaluation released (MIAT's
+    ``utils_attack/ti_dim_gpu.py`` as called by ``test_comparison.py``): momentum 0.1, no
+    diverse inputs (its resize goes from 32 to ``randint(32, 32)`` px: a no-op),
+    ``gkern(15, 3)`` (sigma 14/6 px, not rescaled), 40 steps of 0.007, from ``x``, the
+    last iterate. (The release clips the accumulated perturbation to the ball but not to
+    the box, so a pixel pushed past the box stays clipped until the perturbation comes
+    back; robustkit projects the iterate into the box at every step.)
     """
 
     def __init__(
@@ -126,6 +137,8 @@ class TIDIM(MIM):
         batch_size=500,
         jit_compile="auto",
         seed=None,
+        scale_kernel=True,
+        keep="best",
     ):
         super().__init__(
             eps=eps,
@@ -142,6 +155,7 @@ class TIDIM(MIM):
             batch_size=batch_size,
             jit_compile=jit_compile,
             seed=seed,
+            keep=keep,
         )
         p = check_non_negative(p, "p")
         if p > 1:
@@ -154,10 +168,43 @@ class TIDIM(MIM):
         if self.kernel_size % 2 == 0:
             raise ValueError(f"`kernel_size` must be odd; got {kernel_size}.")
         self.sigma = check_positive(sigma, "sigma")
+        self.scale_kernel = bool(scale_kernel)
+
+    @classmethod
+    def release(cls, eps=8 / 255, **overrides):
+        """The NAMID evaluation's TI-DIM as released (see above), ``overrides`` on top.
+
+        >>> atk = TIDIM.release()
+        >>> atk.decay, atk.p, atk.kernel_size, round(atk.sigma, 4), atk.keep, atk.steps
+        (0.1, 0.0, 15, 2.3333, 'last', 40)
+        """
+        settings = dict(
+            steps=40,
+            step_size=0.007,
+            decay=0.1,
+            p=0.0,
+            kernel_size=15,
+            sigma=14 / 6,
+            scale_kernel=False,
+            random_start=False,
+            keep="last",
+        )
+        return cls(eps=eps, **{**settings, **overrides})
 
     @property
     def label(self):
         return "TI-DIM"
+
+    def kernel(self, height, width):
+        """The smoothing kernel (numpy) used on ``height x width`` images.
+
+        >>> TIDIM().kernel(28, 28).shape, TIDIM(scale_kernel=False).kernel(28, 28).shape
+        ((13, 13), (15, 15))
+        """
+        size, sigma = self.kernel_size, self.sigma
+        if self.scale_kernel:
+            size, sigma = scaled_kernel(size, sigma, height, width)
+        return gaussian_kernel(size, sigma)
 
     def get_config(self):
         config = super().get_config()
@@ -167,6 +214,8 @@ class TIDIM(MIM):
             kernel_size=self.kernel_size,
             sigma=self.sigma,
         )
+        if not self.scale_kernel:
+            config["scale_kernel"] = False
         return config
 
     def _needs_separate_eval(self):
@@ -174,6 +223,8 @@ class TIDIM(MIM):
 
     def _diverse(self, x):
         """Random resize-and-pad, applied per example with probability ``p``."""
+        if self.p == 0:
+            return x
         h, w = int(x.shape[1]), int(x.shape[2])
         low = max(1, int(math.ceil(self.resize_rate * min(h, w))))
         size = tf.random.uniform([], low, min(h, w) + 1, dtype=tf.int32)
@@ -188,10 +239,10 @@ class TIDIM(MIM):
 
     def _smooth(self, grad):
         h, w, c = int(grad.shape[1]), int(grad.shape[2]), int(grad.shape[3])
-        size, sigma = scaled_kernel(self.kernel_size, self.sigma, h, w)
-        if size == 1:
+        kernel = self.kernel(h, w)
+        if kernel.shape[0] == 1:
             return grad
-        k = tf.constant(gaussian_kernel(size, sigma))[:, :, None, None]
+        k = tf.constant(kernel)[:, :, None, None]
         k = tf.tile(k, [1, 1, c, 1])
         return tf.nn.depthwise_conv2d(grad, k, strides=[1, 1, 1, 1], padding="SAME")
 

@@ -8,24 +8,26 @@ Example:
 >>> x = np.random.default_rng(0).uniform(size=(2, 8, 8, 1)).astype("float32")
 >>> out = rk.mine.MinMax(eps=0.3, steps=2, hidden=8).run(model, x, np.array([0, 1]))
 >>> sorted(out)
-['f', 'mi', 'success', 'x_adv']
+['f', 'mi', 'mi_release', 'success', 'x_adv']
 
 Modules: :mod:`~robustkit.mine.features` (the samples: first-conv feature maps or random
 projections), :mod:`~robustkit.mine.critic` (the batched statistics network and the
 all-pairs DV bound), :mod:`~robustkit.mine.optim` (the batched Adam step),
 :mod:`~robustkit.mine.per_sample` (:class:`PerSampleMINE`), :mod:`~robustkit.mine.criteria`,
-:mod:`~robustkit.mine.base` and :mod:`~robustkit.mine.attacks` (MinMax and the penalty
-baseline on :mod:`robustkit.attacks.engine`), :mod:`~robustkit.mine.uae` (UAE augmentation,
-the L2-UAE baseline). The core of robustkit never imports this package;
-``robustkit.attacks.MinMax`` and ``robustkit.estimators.PerSampleMINE`` resolve here on
-first use.
+:mod:`~robustkit.mine.base`, :mod:`~robustkit.mine.attacks` (MinMax) and
+:mod:`~robustkit.mine.penalty` (the penalty baseline) on :mod:`robustkit.attacks.engine`,
+:mod:`~robustkit.mine.release` (the released code's configurations),
+:mod:`~robustkit.mine.uae` (UAE augmentation, the L2-UAE baseline). The core of
+robustkit never imports this package; ``robustkit.attacks.MinMax`` and
+``robustkit.estimators.PerSampleMINE`` resolve here on first use.
 """
 
 from robustkit.mine import uae
-from robustkit.mine.attacks import MinMax, PenaltyMINE
+from robustkit.mine.attacks import MinMax
 from robustkit.mine.criteria import supervised_criterion, unsupervised_criterion
 from robustkit.mine.critic import BatchedCritic, dv_all_pairs
 from robustkit.mine.optim import adam
+from robustkit.mine.penalty import PenaltyMINE
 from robustkit.mine.per_sample import PerSampleMINE
 from robustkit.mine.uae import L2UAE, augment, augmented_set, reconstruction_error, retrain
 

@@ -1,4 +1,5 @@
-"""MINE-based adversarial examples: the MinMax attack and the penalty baseline.
+"""MINE-based adversarial examples: the MinMax attack (the penalty baseline, re-exported
+here, is in :mod:`robustkit.mine.penalty`).
 
 Hsu et al., "Adversarial examples can be effective data augmentation for
 unsupervised machine learning", AAAI 2022; the problem both solve is stated in
@@ -18,10 +19,12 @@ True
 import keras
 import tensorflow as tf
 
-from robustkit._validation import check_int, check_non_negative, check_positive
+from robustkit._validation import check_choice, check_int, check_non_negative, check_positive
 from robustkit.attacks import engine
+from robustkit.mine import release
 from robustkit.mine.base import MINEAttack
 from robustkit.mine.optim import adam
+from robustkit.mine.penalty import PenaltyMINE
 
 
 # -------------------------------------------------------------------------- MinMax
@@ -74,13 +77,29 @@ class MinMax(MINEAttack):
             SavedModel or a dense autoencoder). Memory per example is about ``3 * 2 * (H-1)(W-1) *
             filters * hidden`` floats (~120 MB for 26x26 maps and hidden 512).
         maximize_mi: override the MI direction (default: from the criterion).
+        critic_steps: statistics-network updates per iteration (default 1; the
+            released unsupervised attack uses 20); the first uses the gradient at the
+            iterate, the others run at the new iterate.
+        dual: ``"current"`` (default: the step at iteration t uses ``c`` already updated
+            with ``f`` of the current iterate) or ``"lagged"`` (the release: the step uses
+            ``c_t``, then ``c_{t+1} = max(0, (1 - beta t^(-1/4)) c_t + beta f(x + delta_t))``).
+        marginal: the MI the attack optimises and ranks by: ``"auto"`` (all-pairs,
+            bounded by log K) or ``"release"`` (one fresh permutation per evaluation,
+            as the released code; see :class:`robustkit.mine.PerSampleMINE`).
+        box: ``"project"`` (default: ``x + delta`` is projected into [0, 1]) or
+            ``"clip"`` (the release: only ``|delta| <= eps`` is enforced and the model
+            sees ``clip(x + delta, 0, 1)``; pixels outside the box get no gradient).
+        min_mi: an iterate counts as a success only if its MI exceeds this (the
+            released unsupervised attack keeps ``f = 0`` and MI > 0: ``min_mi=0``).
         loop: ``"auto"`` (the engine's policy,
             :data:`robustkit.attacks.engine.UNROLL_LIMITS`: a ``tf.while_loop`` unless
             there is a single step), ``"unrolled"`` or ``"while"``.
         batch_size: examples attacked together (default 32).
 
-    ``attack(model, x, y)`` returns ``x_adv``; :meth:`run` also returns the MI,
-    the success flag and the criterion value per example.
+    ``attack(model, x, y)`` returns ``x_adv``; :meth:`run` also returns the MI
+    (robustkit's bounded estimate and the release's statistic), the success flag and
+    the criterion value per example. :meth:`release` builds the released
+    configuration (:mod:`robustkit.mine.release`).
     """
 
     def __init__(
@@ -107,6 +126,11 @@ class MinMax(MINEAttack):
         seed=None,
         projections=500,
         dim=128,
+        critic_steps=1,
+        dual="current",
+        marginal="auto",
+        box="project",
+        min_mi=None,
     ):
         super().__init__(
             eps,
@@ -129,13 +153,30 @@ class MinMax(MINEAttack):
             seed,
             projections,
             dim,
+            marginal=marginal,
+            box=box,
+            min_mi=min_mi,
         )
         self.beta = check_positive(beta, "beta")
         self.c0 = check_non_negative(c0, "c0")
+        self.critic_steps = check_int(critic_steps, "critic_steps")
+        self.dual = check_choice(dual, {"current", "lagged"}, "dual")
+
+    @classmethod
+    def release(cls, **overrides):
+        """The released code's MinMax (:data:`robustkit.mine.release.MINMAX`; with
+        ``criterion="unsupervised"`` the released unsupervised attack,
+        :data:`~robustkit.mine.release.UNSUPERVISED`), with ``overrides`` on top.
+
+        >>> atk = MinMax.release()
+        >>> atk.eps, atk.steps, atk.mine_lr, atk.hidden, atk.marginal, atk.dual
+        (1.0, 1000, 1.5e-05, 512, 'release', 'lagged')
+        """
+        return cls(**release.settings("minmax", overrides))
 
     def get_config(self):
         config = super().get_config()
-        config.update(beta=self.beta, c0=self.c0)
+        config.update(beta=self.beta, c0=self.c0, critic_steps=self.critic_steps, dual=self.dual)
         return config
 
     def _search(self, model_fn, x, y):
@@ -148,186 +189,50 @@ class MinMax(MINEAttack):
         return self._finish(parts, x, y, state)
 
     def _initial_state(self, parts, x):
-        """``(delta, c, params, opt, best)`` before the first iteration."""
+        """``(delta, c, params, opt, kept)`` before the first iteration."""
         _, crit, est, _, _, critic, _ = parts
         params, opt = est.init_state(critic, tf.shape(x)[0])
         c = tf.fill([tf.shape(x)[0]], tf.constant(self.c0, tf.float32))
-        best = self.tracker(self._maximize(crit)).init(x)
-        return self._start(x), c, params, opt, best
+        return self._start(x), c, params, opt, self._keep_init(x, self._maximize(crit))
 
     def _step(self, parts, x, y, t, state):
         """One iteration ``t`` (a float tensor, from 1) of Algorithm 1 on the whole batch."""
         model_fn, crit, est, feat, fa, critic, clean = parts
         maximize = self._maximize(crit)
         sign = 1.0 if maximize else -1.0
-        delta, c, params, opt, best = state
-        f, ok, mi, g_f, g_i, g_p = self._evaluate(
-            model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta
-        )
-        best = self.tracker(maximize).update(best, x + delta, ok, mi, f)
-        # dual ascent with f at the current iterate (Algorithm 1's update after
-        # the previous primal step); the first primal step uses c0.
-        gamma = tf.pow(tf.maximum(t - 1.0, 1.0), -0.25)
-        c_new = tf.maximum(0.0, (1.0 - self.beta * gamma) * c + self.beta * f)
-        c = tf.where(t > 1.0, c_new, c)
+        delta, c, params, opt, kept = state
+        ev = self._evaluate(model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta)
+        kept = self._keep(kept, ev, maximize)
+        if self.dual == "lagged":
+            # the release: this step uses c_t; c_{t+1} takes f at this iterate
+            c_step = c
+            gamma = tf.pow(t, -0.25)
+            c = tf.maximum(0.0, (1.0 - self.beta * gamma) * c + self.beta * ev.f)
+        else:
+            # dual ascent with f at the current iterate (Algorithm 1's update after
+            # the previous primal step); the first primal step uses c0.
+            gamma = tf.pow(tf.maximum(t - 1.0, 1.0), -0.25)
+            c_new = tf.maximum(0.0, (1.0 - self.beta * gamma) * c + self.beta * ev.f)
+            c = c_step = tf.where(t > 1.0, c_new, c)
         shape = engine.per_example_shape(x)
-        delta = delta - self.alpha * (tf.reshape(c, shape) * g_f - sign * g_i)
+        delta = delta - self.alpha * (tf.reshape(c_step, shape) * ev.grad_f - sign * ev.grad_i)
         delta = self._project(x, delta)
-        params, opt = adam(params, g_p, opt, self.mine_lr)
-        return delta, c, params, opt, best
+        params, opt = adam(params, ev.grad_p, opt, self.mine_lr)
+        if self.critic_steps > 1:
+            fb = feat(self._image(x, delta))
+
+            def train(s):
+                return est.train_step(critic, *s, fa, fb, lr=self.mine_lr)[:2]
+
+            params, opt = self._repeat(train, (params, opt), self.critic_steps - 1)
+        return delta, c, params, opt, kept
 
     def _finish(self, parts, x, y, state):
-        """Scores the last iterate and returns the kept ``(x_adv, mi, success, f)``."""
+        """Scores the last iterate and returns the kept outputs (see :data:`OUTPUTS`)."""
         model_fn, crit, est, feat, fa, critic, clean = parts
-        delta, _, params, _, best = state
-        f, ok, mi, _, _, _ = self._evaluate(
-            model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta
-        )
-        tracker = self.tracker(self._maximize(crit))
-        best = tracker.update(best, x + delta, ok, mi, f)
-        return tracker.result(best), best.score, best.ok, best.fallback
+        delta, _, params, _, kept = state
+        ev = self._evaluate(model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta)
+        return self._outputs(self._keep(kept, ev, self._maximize(crit)))
 
 
-# --------------------------------------------------------------------- PenaltyMINE
-@keras.saving.register_keras_serializable(package="robustkit")
-class PenaltyMINE(MINEAttack):
-    """Penalty-based MINE attack with a CW-style binary search over ``c``.
-
-    The baseline of Hsu et al. (AAAI 2022): for a fixed ``c`` per round, plain
-    gradient descent on ``c * f(x + delta) - s * I(x, x + delta)`` (s = +1
-    supervised, -1 unsupervised) with a fresh statistics network and a fresh
-    start; after each round ``c`` is halved towards the last success or
-    multiplied by 10 (bisected once an upper bound is known), as in Carlini &
-    Wagner. The best successful example over all rounds is kept (largest MI,
-    or lowest for unsupervised).
-
-    Example:
-
-    >>> import robustkit as rk
-    >>> atk = rk.mine.PenaltyMINE(eps=0.3, steps=50)
-    >>> atk.rounds, atk.c0
-    (9, 0.001)
-
-    Args:
-        eps: L-inf radius (0.3).
-        steps: gradient steps per round (default 50).
-        rounds: binary-search rounds (9).
-        alpha: step size (0.01).
-        c0: initial ``c`` (1e-3, the code's value).
-        critic_steps: statistics-network updates per attack step (default 1, as
-            MinMax; the released code uses 20).
-        others: as :class:`MinMax`.
-    """
-
-    def __init__(
-        self,
-        eps=0.3,
-        steps=50,
-        rounds=9,
-        alpha=0.01,
-        c0=1e-3,
-        kappa=0.0,
-        criterion="supervised",
-        targeted=False,
-        random_start=False,
-        critic_steps=1,
-        mine_lr=1.5e-5,
-        mine_layer=None,
-        mine_mode="auto",
-        filters=16,
-        hidden=512,
-        out=10,
-        maximize_mi=None,
-        loop="auto",
-        batch_size=32,
-        jit_compile="auto",
-        seed=None,
-        projections=500,
-        dim=128,
-    ):
-        super().__init__(
-            eps,
-            steps,
-            alpha,
-            kappa,
-            criterion,
-            targeted,
-            random_start,
-            mine_lr,
-            mine_layer,
-            mine_mode,
-            filters,
-            hidden,
-            out,
-            maximize_mi,
-            loop,
-            batch_size,
-            jit_compile,
-            seed,
-            projections,
-            dim,
-        )
-        self.rounds = check_int(rounds, "rounds")
-        self.c0 = check_positive(c0, "c0")
-        self.critic_steps = check_int(critic_steps, "critic_steps")
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(rounds=self.rounds, c0=self.c0, critic_steps=self.critic_steps)
-        return config
-
-    def _search(self, model_fn, x, y):
-        crit = self.criterion_fn()
-        maximize = self._maximize(crit)
-        tracker = self.tracker(maximize)
-        sign = 1.0 if maximize else -1.0
-        est, feat, fa, critic, clean = self._setup(model_fn, x)
-        b = tf.shape(x)[0]
-        shape = engine.per_example_shape(x)
-
-        def evaluate(params, delta):
-            return self._evaluate(model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta)
-
-        def attempt(_, search):
-            """One round at fixed ``c`` from a fresh start and a fresh statistics network."""
-            best, c, lower, upper = search
-            params, opt = est.init_state(critic, b)
-
-            def body(t, state):
-                delta, params, opt, best, round_ok = state
-                f, ok, mi, g_f, g_i, g_p = evaluate(params, delta)
-                best = tracker.update(best, x + delta, ok, mi, f)
-                round_ok = tf.logical_or(round_ok, ok)
-                delta = self._project(
-                    x, delta - self.alpha * (tf.reshape(c, shape) * g_f - sign * g_i)
-                )
-                params, opt = adam(params, g_p, opt, self.mine_lr)
-                for _ in range(self.critic_steps - 1):
-                    params, opt, _ = est.train_step(
-                        critic, params, opt, fa, feat(x + delta), lr=self.mine_lr
-                    )
-                return delta, params, opt, best, round_ok
-
-            state = (self._start(x), params, opt, best, tf.zeros([b], tf.bool))
-            delta, params, _, best, round_ok = self._run(body, state, self.steps)
-            f, ok, mi, _, _, _ = evaluate(params, delta)
-            best = tracker.update(best, x + delta, ok, mi, f)
-            round_ok = tf.logical_or(round_ok, ok)
-            # CW binary search on c
-            upper = tf.where(round_ok, tf.minimum(upper, c), upper)
-            lower = tf.where(round_ok, lower, tf.maximum(lower, c))
-            known = upper < 1e9
-            c = tf.where(known, (lower + upper) / 2.0, c * 10.0)
-            return best, c, lower, upper
-
-        search = (
-            tracker.init(x),
-            tf.fill([b], tf.constant(self.c0, tf.float32)),
-            tf.zeros([b]),
-            tf.fill([b], tf.constant(1e10, tf.float32)),
-        )
-        best, _, _, _ = engine.run_restarts(attempt, search, self.rounds)
-        return tracker.result(best), best.score, best.ok, best.fallback
-
-
-__all__ = ["MinMax", "PenaltyMINE"]
+__all__ = ["MinMax", "PenaltyMINE"]  # PenaltyMINE: re-exported from .penalty

@@ -14,6 +14,11 @@ loss (``f = 0``) while being *dissimilar* to ``x``. The loops run on
 successes, else the smallest criterion), the box and the start come from
 :class:`robustkit.threat.Linf`.
 
+Two MI numbers are reported per example (FIDELITY §2.1): ``mi``, robustkit's online
+all-pairs estimate at the kept point (bounded by ``log K``), and ``mi_release``, the
+statistic the released code reports: the maximum over iterations (unsupervised: the
+minimum above 0) of the online one-permutation estimate among successful iterates.
+
 Example:
 
 >>> import robustkit as rk
@@ -21,6 +26,8 @@ Example:
 >>> atk.threat, atk.uses_labels
 (Linf(eps=0.3), True)
 """
+
+import collections
 
 import keras
 import numpy as np
@@ -41,13 +48,35 @@ from robustkit.mine.per_sample import PerSampleMINE
 from robustkit.models.adapter import as_logits_fn
 
 #: the per-example outputs of :meth:`MINEAttack.run`
-OUTPUTS = ("x_adv", "mi", "success", "f")
+OUTPUTS = ("x_adv", "mi", "mi_release", "success", "f")
+_STARTS = {False: "none", True: "uniform", "release": "release"}
+_BOXES = ("project", "clip")
+
+
+def release_start_limit(image_shape):
+    """Half-width of the released code's start ``delta_0 ~ U(-l, l)`` (FIDELITY §2.4).
+
+    The release creates its perturbation with ``tf.get_variable`` and no initialiser,
+    i.e. TF1's glorot-uniform on the shape ``(1, H, W, C)``: fan-in ``H * W``, fan-out
+    ``C * H``, ``l = sqrt(6 / (fan_in + fan_out))``.
+
+    >>> round(release_start_limit((28, 28, 1)), 4), round(release_start_limit((32, 32, 3)), 4)
+    (0.086, 0.0732)
+    """
+    h, w, c = (int(v) for v in image_shape)
+    return (6.0 / (h * w + c * h)) ** 0.5
+
+
+#: one evaluation of an iterate (see :meth:`MINEAttack._evaluate`)
+Evaluation = collections.namedtuple(
+    "Evaluation", ["x_img", "f", "ok", "mi", "bounded", "single", "grad_f", "grad_i", "grad_p"]
+)
 
 
 class MINEAttack(Attack):
     """Base of :class:`robustkit.mine.MinMax` and :class:`robustkit.mine.PenaltyMINE`.
 
-    Subclasses implement ``_search(model_fn, x, y) -> (x_adv, mi, success, f)``.
+    Subclasses implement ``_search(model_fn, x, y) -> (x_adv, mi, mi_release, success, f)``.
     """
 
     supported_norms = ("linf",)
@@ -74,6 +103,10 @@ class MINEAttack(Attack):
         seed,
         projections=500,
         dim=128,
+        *,
+        marginal="auto",
+        box="project",
+        min_mi=None,
     ):
         super().__init__(batch_size=batch_size, jit_compile=jit_compile, seed=seed)
         self.projections = check_int(projections, "projections", minimum=2)
@@ -90,7 +123,14 @@ class MINEAttack(Attack):
         self.targeted = bool(targeted)
         if self.targeted and self.criterion == "unsupervised":
             raise ValueError("`targeted` needs criterion='supervised'.")
-        self.random_start = bool(random_start)
+        if random_start not in _STARTS:
+            raise ValueError(
+                f"`random_start` must be False, True or 'release'; got {random_start!r}."
+            )
+        self.random_start = random_start if isinstance(random_start, str) else bool(random_start)
+        self.marginal = check_choice(marginal, {"auto", "release"}, "marginal")
+        self.box = check_choice(box, set(_BOXES), "box")
+        self.min_mi = None if min_mi is None else float(min_mi)
         self.mine_lr = check_positive(mine_lr, "mine_lr")
         self.mine_layer = mine_layer
         self.mine_mode = check_choice(mine_mode, {"auto", "conv", "projection"}, "mine_mode")
@@ -146,6 +186,7 @@ class MINEAttack(Attack):
             projections=self.projections,
             dim=self.dim,
             seed=0 if self.seed is None else self.seed,
+            marginal=self.marginal,
         )
         self._estimators[key] = (model, est)
         return est
@@ -170,6 +211,9 @@ class MINEAttack(Attack):
             loop=self.loop,
             projections=self.projections,
             dim=self.dim,
+            marginal=self.marginal,
+            box=self.box,
+            min_mi=self.min_mi,
         )
         if config["criterion"] is None:
             config["criterion"] = "supervised"
@@ -189,10 +233,14 @@ class MINEAttack(Attack):
     def run(self, model, x, y=None, verbose=0):
         """Runs the attack and returns a dict of numpy arrays.
 
-        ``x_adv``; ``mi`` (the online MINE value of the kept example, nats);
-        ``success`` (the kept example satisfies the criterion); ``f`` (its
-        criterion value). For ``criterion="unsupervised"`` ``model`` is the
-        autoencoder and ``y`` is ignored. ``verbose=1`` shows a progress bar.
+        ``x_adv``; ``mi`` (robustkit's online MINE value of the kept example: the
+        all-pairs estimate, <= log K, nats); ``mi_release`` (the released code's
+        statistic: the largest online one-permutation estimate over the successful
+        iterates; unsupervised: the smallest one above 0; NaN where no iterate
+        counts); ``success`` (the kept example satisfies the criterion, and has
+        MI > ``min_mi`` when that is set); ``f`` (its criterion value). For
+        ``criterion="unsupervised"`` ``model`` is the autoencoder and ``y`` is
+        ignored. ``verbose=1`` shows a progress bar.
         """
         fn = as_logits_fn(model)
         x_np = check_images(
@@ -202,7 +250,8 @@ class MINEAttack(Attack):
         x_t = tf.convert_to_tensor(x_np, tf.float32)
         if n == 0:
             empty = np.zeros([0], np.float32)
-            return {"x_adv": x_np, "mi": empty, "success": empty.astype(bool), "f": empty}
+            out = {name: empty for name in OUTPUTS}
+            return {**out, "x_adv": x_np, "success": empty.astype(bool)}
         y_t = self._labels(fn, x_t, y, n)
         compiled = self._compile(model, fn, x_t, self._search, self._compiled)
         bar = keras.utils.Progbar(n, unit_name="example") if verbose else None
@@ -253,6 +302,12 @@ class MINEAttack(Attack):
             chunk=self.chunk,
         )
 
+    def _repeat(self, body, state, times):
+        """``state = body(state)`` ``times`` times: unrolled for one (or ``loop="unrolled"``),
+        else one ``tf.while_loop`` (so many critic steps do not multiply the graph)."""
+        unrolled = times == 1 or self.loop == "unrolled"
+        return engine.run_loop(lambda k, s: body(s), state, times, unrolled=unrolled)
+
     def _setup(self, model_fn, x):
         """Feature function, statistics network and clean features/outputs."""
         model = getattr(model_fn, "__robustkit_model__", model_fn)
@@ -264,28 +319,77 @@ class MINEAttack(Attack):
         return est, feat, fa, critic, clean
 
     def _start(self, x):
-        """The first ``delta``: 0, or uniform in the ball (``random_start``), inside the box."""
+        """The first ``delta``: 0, uniform in the ball (``random_start=True``) or the
+        release's glorot-uniform draw (``"release"``, :func:`release_start_limit`)."""
+        if self.random_start == "release":
+            limit = release_start_limit(x.shape[1:])
+            delta = tf.random.uniform(tf.shape(x), -limit, limit, seed=self.seed)
+            return self._project(x, tf.clip_by_value(delta, -self.eps, self.eps))
         kind = "uniform" if self.random_start else "none"
         return self.threat.random_start(x, kind=kind, seed=self.seed) - x
 
     def _project(self, x, delta):
-        """``delta`` projected so that ``x + delta`` lies in the ball and the box."""
+        """``delta`` in the ball; with ``box="project"`` also ``x + delta`` in the box
+        (with ``"clip"`` the model sees ``clip(x + delta)`` instead, as in the release)."""
+        if self.box == "clip":
+            return tf.clip_by_value(delta, -self.eps, self.eps)
         return self.threat.project(x + delta, x) - x
 
+    def _image(self, x, delta):
+        """The image the model sees: ``x + delta`` (clipped to the box for ``box="clip"``;
+        no gradient flows to pixels outside the box, as through the release's clip)."""
+        lo, hi = self.threat.bounds
+        return tf.clip_by_value(x + delta, lo, hi) if self.box == "clip" else x + delta
+
     def _evaluate(self, model_fn, crit, est, feat, fa, critic, params, x, y, clean, delta):
-        """f, success, MI and the gradients of f and I w.r.t. delta and of I w.r.t. theta."""
-        x_adv = x + delta
+        """An :class:`Evaluation` at ``delta``: the image, f, success, the MI under the
+        attack's marginal (``mi``), the bounded and the one-permutation values, and the
+        gradients of f and of ``mi`` w.r.t. delta and of ``mi`` w.r.t. theta."""
         with tf.GradientTape(watch_accessed_variables=False) as tape_f:
-            tape_f.watch(x_adv)
-            f, ok = crit(x, model_fn(x_adv), y, clean)
+            tape_f.watch(delta)
+            x_img = self._image(x, delta)
+            f, ok = crit(x, model_fn(x_img), y, clean)
             f_sum = tf.reduce_sum(f)
         with tf.GradientTape(watch_accessed_variables=False) as tape_i:
-            tape_i.watch([x_adv, params])
-            mi = est.dv(critic, params, fa, feat(x_adv))
+            tape_i.watch([delta, params])
+            fb = feat(self._image(x, delta))
+            ha, hb = critic.branch(params, "a", fa), critic.branch(params, "b", fb)
+            mi, bounded, single = est.online_values(critic, params, ha, hb)
             mi_sum = tf.reduce_sum(mi)
-        grad_f = tape_f.gradient(f_sum, x_adv)
-        grad_i, grad_p = tape_i.gradient(mi_sum, [x_adv, params])
-        return f, ok, mi, grad_f, grad_i, grad_p
+        grad_f = tape_f.gradient(f_sum, delta)
+        grad_i, grad_p = tape_i.gradient(mi_sum, [delta, params])
+        return Evaluation(x_img, f, ok, mi, bounded, single, grad_f, grad_i, grad_p)
+
+    # ----------------------------------------------------- what is kept and reported
+    def _keep_init(self, x, maximize):
+        """``(best image, bounded MI at it, release statistic)`` before any iterate."""
+        tracker = self.tracker(maximize)
+        b = tf.shape(x)[0]
+        worst = tf.fill([b], -np.inf if maximize else np.inf)
+        return tracker.init(x), tracker.init(tf.zeros([b, 1])), worst
+
+    def _keep(self, kept, ev, maximize):
+        """Merges an :class:`Evaluation` into ``kept``: the point is ranked by the MI under
+        the attack's marginal; the release statistic runs over the successful iterates."""
+        best, best_mi, release = kept
+        tracker = self.tracker(maximize)
+        ok = ev.ok
+        counts = ev.ok
+        if self.min_mi is not None:
+            ok = tf.logical_and(ok, ev.mi > self.min_mi)
+            counts = tf.logical_and(counts, ev.single > self.min_mi)
+        best = tracker.update(best, ev.x_img, ok, ev.mi, ev.f)
+        best_mi = tracker.update(best_mi, ev.bounded[:, None], ok, ev.mi, ev.f)
+        better = tf.maximum if maximize else tf.minimum
+        release = tf.where(counts, better(release, ev.single), release)
+        return best, best_mi, release
+
+    @staticmethod
+    def _outputs(kept):
+        """``(x_adv, mi, mi_release, success, f)`` of the kept points."""
+        best, best_mi, release = kept
+        release = tf.where(tf.math.is_inf(release), tf.fill(tf.shape(release), np.nan), release)
+        return engine.Tracker.result(best), best_mi.x[:, 0], release, best.ok, best.fallback
 
 
-__all__ = ["OUTPUTS", "MINEAttack"]
+__all__ = ["OUTPUTS", "Evaluation", "MINEAttack", "release_start_limit"]

@@ -18,6 +18,19 @@ Example:
 import tensorflow as tf
 
 
+def _update(w, g, m, v, step, b1, b2, eps):
+    """One element-wise Adam update of a tensor: ``(w + step * m' / (sqrt(v') + eps), m', v')``."""
+    m = b1 * m + (1.0 - b1) * g
+    v = b2 * v + (1.0 - b2) * tf.square(g)
+    return w + step * m / (tf.sqrt(v) + eps), m, v
+
+
+#: the update compiled with XLA: one fused pass over the weights instead of ~8 kernels (the
+#: full statistics network holds ~10 M weights per example; measured on 8 MNIST examples,
+#: 2 CPU cores: 0.05 s per example and step fused against 0.16 s, ``benchmarks/minmax_table.py``)
+_fused_update = tf.function(_update, jit_compile=True, reduce_retracing=True)
+
+
 def adam(params, grads, state, lr, ascent=True, b1=0.9, b2=0.999, eps=1e-7):
     """One Adam step on a dict of tensors; ``state = (m, v, t)``; ascends by default."""
     m, v, t = state
@@ -25,11 +38,12 @@ def adam(params, grads, state, lr, ascent=True, b1=0.9, b2=0.999, eps=1e-7):
     sign = 1.0 if ascent else -1.0
     new_p, new_m, new_v = {}, {}, {}
     corr = tf.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+    step = sign * lr * corr
+    b1, b2, eps = (tf.constant(c, tf.float32) for c in (b1, b2, eps))
     for key, w in params.items():
-        g = grads[key]
-        new_m[key] = b1 * m[key] + (1.0 - b1) * g
-        new_v[key] = b2 * v[key] + (1.0 - b2) * tf.square(g)
-        new_p[key] = w + sign * lr * corr * new_m[key] / (tf.sqrt(new_v[key]) + eps)
+        new_p[key], new_m[key], new_v[key] = _fused_update(
+            w, grads[key], m[key], v[key], step, b1, b2, eps
+        )
     return new_p, (new_m, new_v, t)
 
 

@@ -14,7 +14,8 @@ Marginal term: by default (K <= 64 samples) robustkit scores all K^2 pairs
 shuffles that the paper samples with one permutation (``marginal="shuffle"``
 gives the sampled version). With it the estimate is bounded by ``log K`` and has
 no permutation noise; it costs one add per pair because ``T`` sums its two
-branch outputs before the ReLU.
+branch outputs before the ReLU. ``marginal="release"`` is the released code's
+estimate (one fresh permutation per evaluation, unbounded; FIDELITY §2.1).
 
 Limitation (measured, see tests/test_mine.py): the estimate is computed on the
 same K pairs the network is trained on, and a statistics network with far more
@@ -53,7 +54,7 @@ from robustkit.mine.optim import adam
 from robustkit.mine.optim import init_state as adam_state
 
 _MODES = ("auto", "conv", "projection")
-_MARGINALS = ("auto", "all_pairs", "shuffle")
+_MARGINALS = ("auto", "all_pairs", "shuffle", "release")
 #: ``marginal="auto"`` scores all K^2 pairs up to this many samples per example
 MAX_ALL_PAIRS = 64
 
@@ -100,7 +101,12 @@ class PerSampleMINE:
         shuffles: with ``marginal="shuffle"``, permutations used for the final
             estimate (training uses one fresh permutation per step).
         marginal: ``"auto"`` (all K^2 pairs when K <= 64, else shuffles),
-            ``"all_pairs"`` or ``"shuffle"`` (the paper's sampled permutation).
+            ``"all_pairs"``, ``"shuffle"`` (the paper's sampled permutation) or
+            ``"release"``: the released code's estimate, one fresh permutation per
+            evaluation (every training step and the final estimate). When the
+            permutation has no fixed point (probability ~1/e) no joint pair enters the
+            marginal term and the value is the critic's joint/off-diagonal score gap:
+            unbounded, unlike the all-pairs value (<= log K).
         projections, dim: the projection fallback (500, 128).
         seed: seeds the projections and the statistics networks' initial weights
             (stateless: example i of every call starts from the same network, so
@@ -204,9 +210,41 @@ class PerSampleMINE:
         if self.all_pairs(ha.shape[1]):
             return dv_all_pairs(critic.pair_scores(params, ha, hb))
         b, k = tf.shape(ha)[0], tf.shape(ha)[1]
+        shuffles = 1 if self.marginal == "release" else shuffles
         perms = [random_perm(b, k) for _ in range(shuffles)]
         joint, marg = critic.scores_from_branches(params, ha, hb, perms)
         return bounds.dv(joint, marg)
+
+    def online_values(self, critic, params, ha, hb):
+        """Three per-example DV values (B,) of one evaluation, from the branch outputs.
+
+        ``(objective, bounded, single)``: ``objective`` is the value under ``marginal``
+        (what an attack differentiates); ``bounded`` the all-pairs value (<= log K; for
+        K > 64 without ``marginal="all_pairs"``, the one-permutation value); ``single``
+        the released code's value with one fresh uniformly random permutation (read off
+        the all-pairs scores when they are computed).
+
+        >>> import tensorflow as tf
+        >>> from robustkit.mine import BatchedCritic, PerSampleMINE
+        >>> critic = BatchedCritic((3, 3), filters=2, hidden=4, out=3)
+        >>> params = critic.init(2, seed=0)
+        >>> h = critic.branch(params, "a", tf.random.stateless_uniform([2, 5, 3, 3], [0, 1]))
+        >>> obj, bounded, single = PerSampleMINE(marginal="release").online_values(
+        ...     critic, params, h, h)
+        >>> bool(tf.reduce_all(obj == single)), bool(tf.reduce_all(bounded <= tf.math.log(5.0)))
+        (True, True)
+        """
+        b, k = tf.shape(ha)[0], int(ha.shape[1])
+        perm = random_perm(b, k)
+        if self.marginal == "all_pairs" or k <= MAX_ALL_PAIRS:
+            t = critic.pair_scores(params, ha, hb)
+            bounded = dv_all_pairs(t)
+            single = bounds.dv(tf.linalg.diag_part(t), tf.gather(t, perm, batch_dims=2))
+        else:
+            single = bounds.dv(*critic.scores_from_branches(params, ha, hb, [perm]))
+            bounded = single
+        objective = bounded if self.all_pairs(k) else single
+        return objective, bounded, single
 
     def dv(self, critic, params, fa, fb, shuffles=1):
         """Per-example DV value (B,) of the statistics networks ``params``."""
