@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 import robustkit as rk
-from robustkit.attacks.fwa import FWA, apply_plan, kernel_offsets, transport_cost
+from robustkit.attacks.fwa import FWA
+from robustkit.attacks.transport import apply_plan, kernel_offsets, transport_cost
 from robustkit.attacks.mim import MIM
 from robustkit.attacks.tidim import TIDIM, gaussian_kernel, scaled_kernel
 
@@ -61,7 +62,7 @@ def test_fwa_oracle_matches_linear_program():
     atk = FWA(eps=0.05, kernel_size=3, entropy=1e-4, dual_steps=30)
     offsets = atk.offsets
     pad = 1
-    from robustkit.attacks.fwa import _shift
+    from robustkit.attacks.transport import shift as _shift
 
     g = tf.stack([_shift(tf.constant(g_img), dy, dx, pad) for dy, dx in offsets], -1)
     g = g / tf.reduce_max(tf.abs(g))

@@ -22,51 +22,9 @@ from robustkit import threat as threat_lib
 from robustkit._validation import check_choice, check_int, check_positive
 from robustkit.attacks import engine, fwa_release
 from robustkit.attacks.base import Attack
+from robustkit.attacks.transport import apply_plan, kernel_offsets, shift
 
 _TINY = 1e-12
-
-
-def kernel_offsets(kernel_size):
-    """Pixel offsets ``(dy, dx)`` of a ``k x k`` local transport window.
-
-    Offsets run from ``-((k - 1) // 2)`` to ``k // 2`` (the "same" padding
-    convention: centred for odd ``k``, one more step down/right for even ``k``).
-
-    Example:
-
-    >>> kernel_offsets(3)[:2]
-    [(-1, -1), (-1, 0)]
-    >>> len(kernel_offsets(4))
-    16
-    """
-    lo, hi = -((kernel_size - 1) // 2), kernel_size // 2
-    return [(dy, dx) for dy in range(lo, hi + 1) for dx in range(lo, hi + 1)]
-
-
-def _shift(t, dy, dx, pad):
-    """``out[:, h, w] = t[:, h + dy, w + dx]`` with zeros outside the image."""
-    h, w = int(t.shape[1]), int(t.shape[2])
-    padded = tf.pad(t, [[0, 0], [pad, pad], [pad, pad]] + [[0, 0]] * (t.shape.rank - 3))
-    return padded[:, pad + dy : pad + dy + h, pad + dx : pad + dx + w]
-
-
-def transport_cost(plan, offsets):
-    """Per-example cost ``sum_{i, o} plan[i, o] * ||o||_2`` of a local plan."""
-    cost = tf.constant([math.hypot(dy, dx) for dy, dx in offsets], tf.float32)
-    return tf.reduce_sum(plan * cost, axis=[1, 2, 3, 4])
-
-
-def apply_plan(plan, offsets):
-    """The image a local plan transports to: ``x'[j] = sum_o plan[j - o, o]``.
-
-    ``plan`` has shape (B, H, W, C, K) with ``plan[b, h, w, c, o]`` the mass of
-    pixel (h, w), channel c moved by offset ``o``.
-    """
-    pad = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
-    out = 0.0
-    for k, (dy, dx) in enumerate(offsets):
-        out = out + _shift(plan[..., k], -dy, -dx, pad)
-    return out
 
 
 @keras.saving.register_keras_serializable(package="robustkit")
@@ -297,7 +255,7 @@ class FWA(Attack):
         batch = tf.shape(x)[0]
         cost = tf.constant([math.hypot(dy, dx) for dy, dx in offsets], tf.float32)
         ones = tf.ones([1, h, w, 1])
-        valid = tf.stack([_shift(ones, dy, dx, pad) for dy, dx in offsets], axis=-1) > 0.5
+        valid = tf.stack([shift(ones, dy, dx, pad) for dy, dx in offsets], axis=-1) > 0.5
         valid = tf.broadcast_to(valid, [batch, h, w, c, n_off])
         mass = x - lo
         budget = self.eps * tf.reduce_sum(mass, axis=[1, 2, 3])
@@ -340,7 +298,7 @@ class FWA(Attack):
             # G[i, o] = dLoss/dx'[i + o], L-inf-normalised per example
             g_max = threat_lib.norm_of(grad, "linf")
             grad = grad / tf.reshape(tf.maximum(g_max, 1e-30), shape)
-            g = tf.stack([_shift(grad, dy, dx, pad) for dy, dx in offsets], axis=-1)
+            g = tf.stack([shift(grad, dy, dx, pad) for dy, dx in offsets], axis=-1)
             g = tf.gather(tf.reshape(g, [-1, n_off]), rows)
             z = tf.where(valid_r, g / self.entropy, -math.inf)
             target = self._oracle(z, xr, seg, cost, budget, batch)

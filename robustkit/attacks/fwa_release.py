@@ -41,6 +41,7 @@ import tensorflow as tf
 from robustkit import losses
 from robustkit import threat as threat_lib
 from robustkit.attacks import engine
+from robustkit.attacks.transport import apply_plan, shift
 
 #: the release's cost of a transport to a pixel outside the image (``LinfFWA.inf``)
 INF_COST = 1e6
@@ -118,9 +119,6 @@ def dual_projection(
 
 def perturb(attack, model_fn, x, y):
     """``FWA(method="release")``: the released projected-gradient attack (last iterate)."""
-    from robustkit.attacks.fwa import _shift as shift
-    from robustkit.attacks.fwa import apply_plan
-
     y = tf.cast(y, tf.int64)
     lo, hi = attack.bounds
     offsets = release_offsets(attack.kernel_size)
