@@ -9,9 +9,9 @@ import tensorflow as tf
 
 import robustkit as rk
 from robustkit.attacks.fwa import FWA
-from robustkit.attacks.transport import apply_plan, kernel_offsets, transport_cost
 from robustkit.attacks.mim import MIM
 from robustkit.attacks.tidim import TIDIM, gaussian_kernel, scaled_kernel
+from robustkit.attacks.transport import apply_plan, kernel_offsets, transport_cost
 
 scipy_optimize = pytest.importorskip("scipy.optimize")
 
