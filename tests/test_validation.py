@@ -75,8 +75,11 @@ def test_labels_not_integer_or_wrong_rank(good):
     x, y = good
     with pytest.raises(ValueError, match=r"`y` must hold integer class labels"):
         PGD(eps=0.1)(CountingModel(), x, y + 0.5)
+    # one-hot labels get their own message with the fix (issue #13)
+    with pytest.raises(ValueError, match=r"`y` must hold integer class ids, not one-hot rows"):
+        PGD(eps=0.1)(CountingModel(), x, np.eye(10)[y])
     with pytest.raises(ValueError, match=r"`y` must be a rank-1 vector"):
-        PGD(eps=0.1)(CountingModel(), x, np.eye(10)[y])  # one-hot
+        PGD(eps=0.1)(CountingModel(), x, y[:, None, None])
 
 
 def test_length_mismatch(good):
