@@ -125,7 +125,7 @@ class PenaltyMINE(MINEAttack):
         >>> atk.steps, atk.rounds, atk.critic_steps, atk.critic_moves_delta, atk.mine_lr
         (1000, 9, 20, True, 2e-05)
         """
-        return cls(**release.settings("penalty", overrides))
+        return cls(**release.settings("penalty", overrides, cls))
 
     def get_config(self):
         config = super().get_config()

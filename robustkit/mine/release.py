@@ -48,6 +48,8 @@ the gradient at the iterate, one evaluation per iteration). ``batch_size=8`` onl
 memory (the full network holds ~10 M weights per example on MNIST).
 """
 
+import inspect
+
 #: the released supervised MinMax (``Supervised/supervised_attack.py``)
 MINMAX = dict(
     eps=1.0,
@@ -90,14 +92,23 @@ PENALTY = dict(
 )
 
 
-def settings(attack, overrides):
+def settings(attack, overrides, cls=None):
     """The keyword arguments of a preset (``"minmax"`` or ``"penalty"``) with
     ``overrides`` on top; MinMax with ``criterion="unsupervised"`` starts from
-    :data:`UNSUPERVISED`.
+    :data:`UNSUPERVISED`. With ``cls``, an override that is not an argument of
+    ``cls`` is a ``ValueError`` naming it (before anything is built).
 
     >>> settings("penalty", {"rounds": 2})["rounds"], settings("minmax", {})["steps"]
     (2, 1000)
     """
+    if cls is not None:
+        known = inspect.signature(cls.__init__).parameters
+        unknown = sorted(set(overrides) - set(known) - {"self"})
+        if unknown:
+            raise ValueError(
+                f"Unknown override(s) {unknown} for {cls.__name__}.release(); expected "
+                f"arguments of {cls.__name__}."
+            )
     if attack == "penalty":
         base = PENALTY
     elif overrides.get("criterion") == "unsupervised":
