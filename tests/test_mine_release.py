@@ -290,6 +290,9 @@ def test_release_overrides_go_on_top_and_are_validated():
         PenaltyMINE.release(beta=0.2)  # the penalty has no dual step
     with pytest.raises(ValueError, match="mine_lr"):
         PenaltyMINE.release(mine_lr=-1.0)
+    with pytest.raises(ValueError, match="critic_moves_delta"):
+        PenaltyMINE.release(criterion="unsupervised")  # joint steps would raise the MI
+    assert PenaltyMINE(criterion="unsupervised").critic_moves_delta is False
 
 
 def test_release_start_is_the_glorot_uniform_draw(digits):

@@ -44,7 +44,10 @@ Not reproduced: the release runs one example at a time (robustkit batches, each 
 with its own network and Adam state, which is the same computation); it pairs the success
 of iterate t with the MI measured after the step to t + 1 (robustkit pairs each iterate
 with its own MI) and takes the network's Adam step after the delta step (robustkit uses
-the gradient at the iterate, one evaluation per iteration). ``batch_size=8`` only bounds
+the gradient at the iterate, one evaluation per iteration). The released penalty
+baseline records the MI after the 20 joint steps of an iteration (``l2s``, with the
+success of the iterate before them); robustkit records it at the iterate, i.e. after the
+previous iteration's 20 steps. ``batch_size=8`` only bounds
 memory (the full network holds ~10 M weights per example on MNIST).
 """
 
