@@ -80,6 +80,14 @@ def test_release_marginal_draws_a_fresh_permutation_per_evaluation(digits, digit
     # the all-pairs estimate of the same network is a deterministic function of its inputs
     auto = PerSampleMINE(digits_model, marginal="auto", **kw)
     np.testing.assert_array_equal(auto.estimate(x, x), auto.estimate(x, x))
+    # the same weights, evaluated twice: one fresh permutation each time
+    feat = est.features(x.shape[1:])
+    fa = feat(tf.constant(x))
+    critic = est.critic(fa.shape[2:])
+    params, _ = est.init_state(critic, fa.shape[0])
+    one, two = est.dv(critic, params, fa, fa), est.dv(critic, params, fa, fa)
+    assert np.abs(np.asarray(one) - np.asarray(two)).max() > 1e-4
+    np.testing.assert_array_equal(auto.dv(critic, params, fa, fa), auto.dv(critic, params, fa, fa))
     # seeded calls repeat
     keras.utils.set_random_seed(3)
     again = est.estimate(x, x)
