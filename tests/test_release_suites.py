@@ -120,6 +120,33 @@ def test_ddn_release_outputs_lie_on_the_16_level_grid(digits, digits_model):
     assert _accuracy(digits_model, x_adv, y) < _accuracy(digits_model, x, y)
 
 
+def _hand_momentum_attack(model, x, y, eps, step, steps, decay, smooth=None):
+    """The momentum iteration by hand: gradient of the summed CE (optionally smoothed),
+    normalised by its mean |.|, momentum ``decay``, sign step, projection; last iterate."""
+    x_adv, g = x.astype(np.float64), np.zeros_like(x, dtype=np.float64)
+    for _ in range(steps):
+        xt = tf.constant(x_adv, tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            ce = keras.losses.sparse_categorical_crossentropy(y, model(xt), from_logits=True)
+            total = tf.reduce_sum(ce)
+        grad = tape.gradient(total, xt).numpy().astype(np.float64)
+        if smooth is not None:
+            grad = smooth(grad)
+        g = decay * g + grad / np.abs(grad).mean(axis=(1, 2, 3), keepdims=True)
+        x_adv = np.clip(np.clip(x_adv + step * np.sign(g), x - eps, x + eps), 0.0, 1.0)
+    return x_adv
+
+
+def test_mim_keep_last_returns_the_last_iterate(digits, digits_model):
+    x, y = digits[2][:6], digits[3][:6]
+    atk = rk.attacks.MIM(0.1, steps=4, step_size=0.03, decay=0.1, keep="last")
+    expected = _hand_momentum_attack(digits_model, x, y, 0.1, 0.03, 4, 0.1)
+    np.testing.assert_allclose(np.asarray(atk(digits_model, x, y)), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="keep"):
+        rk.attacks.MIM(keep="first")
+
+
 def test_tidim_release_is_the_released_iteration(digits, digits_model):
     """Three steps by hand (numpy/scipy): gradient of the summed CE, smoothed by the 15x15
     Gaussian of sigma 14/6 (zero padding), normalised by its mean |.|, momentum 0.1, a
@@ -132,18 +159,13 @@ def test_tidim_release_is_the_released_iteration(digits, digits_model):
     ax = np.linspace(-3, 3, 15)  # the release's gkern(15, 3)
     g1 = np.exp(-(ax**2) / 2)
     kernel = np.outer(g1, g1) / np.outer(g1, g1).sum()
-    x_adv, g = x.astype(np.float64), np.zeros_like(x, dtype=np.float64)
-    for _ in range(steps):
-        xt = tf.constant(x_adv, tf.float32)
-        with tf.GradientTape() as tape:
-            tape.watch(xt)
-            ce = keras.losses.sparse_categorical_crossentropy(y, digits_model(xt), from_logits=True)
-            total = tf.reduce_sum(ce)
-        grad = tape.gradient(total, xt).numpy().astype(np.float64)
-        grad = np.stack([ndimage.convolve(gi[..., 0], kernel, mode="constant") for gi in grad])
-        grad = grad[..., None]
-        g = 0.1 * g + grad / np.abs(grad).mean(axis=(1, 2, 3), keepdims=True)
-        x_adv = np.clip(np.clip(x_adv + step * np.sign(g), x - eps, x + eps), 0.0, 1.0)
+
+    def smooth(grad):
+        return np.stack([ndimage.convolve(gi[..., 0], kernel, mode="constant") for gi in grad])[
+            ..., None
+        ]
+
+    x_adv = _hand_momentum_attack(digits_model, x, y, eps, step, steps, 0.1, smooth)
     np.testing.assert_allclose(got, x_adv, atol=1e-5)
 
 
