@@ -150,7 +150,9 @@ def test_mim_keep_last_returns_the_last_iterate(digits, digits_model):
 def test_tidim_release_is_the_released_iteration(digits, digits_model):
     """Three steps by hand (numpy/scipy): gradient of the summed CE, smoothed by the 15x15
     Gaussian of sigma 14/6 (zero padding), normalised by its mean |.|, momentum 0.1, a
-    sign step of 0.007 * eps / (8/255), projected; the last iterate is returned."""
+    sign step of 0.007 * eps / (8/255), projected; the last iterate is returned. (The
+    iterate is projected into the box at every step: the documented deviation from the
+    release, which clips only the perturbation to the ball.)"""
     x, y = digits[2][:6], digits[3][:6]
     eps, steps = 0.1, 3
     step = 0.007 * eps / EPS
