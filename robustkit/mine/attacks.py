@@ -172,7 +172,7 @@ class MinMax(MINEAttack):
         >>> atk.eps, atk.steps, atk.mine_lr, atk.hidden, atk.marginal, atk.dual
         (1.0, 1000, 1.5e-05, 512, 'release', 'lagged')
         """
-        return cls(**release.settings("minmax", overrides))
+        return cls(**release.settings("minmax", overrides, cls))
 
     def get_config(self):
         config = super().get_config()

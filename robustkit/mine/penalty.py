@@ -115,6 +115,12 @@ class PenaltyMINE(MINEAttack):
         self.c0 = check_positive(c0, "c0")
         self.critic_steps = check_int(critic_steps, "critic_steps")
         self.critic_moves_delta = bool(critic_moves_delta)
+        if self.critic_moves_delta and self.criterion == "unsupervised":
+            # the joint steps ascend the MI on delta: the supervised direction only
+            raise ValueError(
+                "`critic_moves_delta` needs criterion='supervised' (the released penalty "
+                "baseline is supervised; its joint steps raise the MI on delta)."
+            )
 
     @classmethod
     def release(cls, **overrides):
@@ -125,7 +131,7 @@ class PenaltyMINE(MINEAttack):
         >>> atk.steps, atk.rounds, atk.critic_steps, atk.critic_moves_delta, atk.mine_lr
         (1000, 9, 20, True, 2e-05)
         """
-        return cls(**release.settings("penalty", overrides))
+        return cls(**release.settings("penalty", overrides, cls))
 
     def get_config(self):
         config = super().get_config()

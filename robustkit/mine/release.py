@@ -44,9 +44,14 @@ Not reproduced: the release runs one example at a time (robustkit batches, each 
 with its own network and Adam state, which is the same computation); it pairs the success
 of iterate t with the MI measured after the step to t + 1 (robustkit pairs each iterate
 with its own MI) and takes the network's Adam step after the delta step (robustkit uses
-the gradient at the iterate, one evaluation per iteration). ``batch_size=8`` only bounds
+the gradient at the iterate, one evaluation per iteration). The released penalty
+baseline records the MI after the 20 joint steps of an iteration (``l2s``, with the
+success of the iterate before them); robustkit records it at the iterate, i.e. after the
+previous iteration's 20 steps. ``batch_size=8`` only bounds
 memory (the full network holds ~10 M weights per example on MNIST).
 """
+
+import inspect
 
 #: the released supervised MinMax (``Supervised/supervised_attack.py``)
 MINMAX = dict(
@@ -90,14 +95,23 @@ PENALTY = dict(
 )
 
 
-def settings(attack, overrides):
+def settings(attack, overrides, cls=None):
     """The keyword arguments of a preset (``"minmax"`` or ``"penalty"``) with
     ``overrides`` on top; MinMax with ``criterion="unsupervised"`` starts from
-    :data:`UNSUPERVISED`.
+    :data:`UNSUPERVISED`. With ``cls``, an override that is not an argument of
+    ``cls`` is a ``ValueError`` naming it (before anything is built).
 
     >>> settings("penalty", {"rounds": 2})["rounds"], settings("minmax", {})["steps"]
     (2, 1000)
     """
+    if cls is not None:
+        known = inspect.signature(cls.__init__).parameters
+        unknown = sorted(set(overrides) - set(known) - {"self"})
+        if unknown:
+            raise ValueError(
+                f"Unknown override(s) {unknown} for {cls.__name__}.release(); expected "
+                f"arguments of {cls.__name__}."
+            )
     if attack == "penalty":
         base = PENALTY
     elif overrides.get("criterion") == "unsupervised":
