@@ -1,0 +1,107 @@
+"""One process of the local-cluster tests (tests/test_distributed.py): run as
+``python dist_worker.py MODE STRATEGY OUT [ARGS...]`` with ``TF_CONFIG`` set by
+:func:`robustkit.distributed.local.run_workers` (or without it, as the one-process
+reference). Prints one ``RESULT {json}`` line.
+
+Modes:
+- ``train DEFENSE...``: PGD training of a small CNN on 512 digits, 2 epochs, global batch 64;
+  the logged history per defense.
+- ``resume BACKUP``: 3 epochs (Adam, eps warm-up over the first epoch) with a backup;
+  with ``CRASH=1`` in the environment, worker 1 kills itself at batch 3 of epoch 1.
+- ``eval WEIGHTS``: AutoAttack (reduced budget) on 256 test digits, sharded; the per-example
+  masks and the report of ``rk.evaluate``.
+"""
+
+import json
+import os
+import signal
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+mode, strategy_name = sys.argv[1], sys.argv[2]
+if mode == "mirrored-checks":
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import robustkit as rk  # noqa: E402
+
+# MultiWorkerMirroredStrategy first: before TensorFlow runs an op
+strategy = None if strategy_name == "none" else rk.distributed.get_strategy(strategy_name)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def robust_model(defense, optimizer, start=False):
+    keras.utils.set_random_seed(0)
+    with (strategy or rk.distributed.get_strategy("default")).scope():
+        model = rk.RobustModel(
+            rk.models.small_cnn((8, 8, 1)),
+            objective=defense,
+            attack=rk.attacks.PGD(eps=0.1, steps=3, random_start=start),
+        )
+        model.compile(optimizer=optimizer(), metrics=["accuracy"])
+    return model
+
+
+def floats(history):
+    return {k: [float(v) for v in vals] for k, vals in history.items()}
+
+
+class Crash(keras.callbacks.Callback):
+    """Kills this worker (SIGKILL: no clean-up) at batch 3 of epoch 1 when CRASH=1."""
+
+    epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        print(f"EPOCH {epoch}", flush=True)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if os.environ.get("CRASH") == "1" and (self.epoch, batch) == (1, 3):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main():
+    x, y = rk.data.load("digits", "train")
+    x, y = x[:512], y[:512]
+    out = {}
+    if mode == "train":
+        for defense in sys.argv[3:]:
+            model = robust_model(defense, lambda: keras.optimizers.SGD(0.05))
+            hist = rk.distributed.fit(model, x, y, batch_size=64, epochs=2, shuffle=True)
+            out[defense] = floats(hist.history)
+    elif mode == "resume":
+        model = robust_model("standard", lambda: keras.optimizers.Adam(0.01))
+        hist = rk.distributed.fit(
+            model, x, y, batch_size=64, epochs=3, backup_dir=sys.argv[3],
+            callbacks=[Crash(), rk.callbacks.EpsilonWarmup(epochs=1)],
+        )  # fmt: skip
+        out = {"history": floats(hist.history), "epochs": hist.epoch}
+    elif mode == "eval":
+        base = rk.models.small_cnn((8, 8, 1))
+        base.load_weights(sys.argv[3])
+        xt, yt = rk.data.load("digits", "test")
+        xt, yt = xt[:256], yt[:256]
+        # reduced AutoAttack budget (steps 20, 3 target classes, 300 Square queries)
+        attack = rk.attacks.AutoAttack(eps=0.1, steps=20, n_target_classes=3, n_queries=300,
+                                       seed=0)  # fmt: skip
+        found = rk.evaluation.measure(base, (xt, yt), attack, batch_size=48,
+                                      strategy=strategy, seed=0)  # fmt: skip
+        out["correct"] = found.correct.astype(int).tolist()
+        out["robust"] = found.robust.astype(int).tolist()
+        out["outside_ball"] = found.outside_ball
+        # rk.evaluate: sharded over the workers; the reference: the one-process "default"
+        report = rk.evaluate(base, (xt, yt), suite=[rk.attacks.PGD(eps=0.1, steps=10)],
+                             checks=False, batch_size=48, strategy=strategy or "default")
+        out["report"] = {"n": report.n, "worst": report.worst_case,
+                         "clean": report.clean_accuracy}  # fmt: skip
+        out["chief"] = strategy is None or rk.distributed.is_chief(strategy)
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+main()
