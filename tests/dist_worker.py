@@ -33,7 +33,6 @@ import robustkit as rk  # noqa: E402
 strategy = None if strategy_name == "none" else rk.distributed.get_strategy(strategy_name)
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 
 def robust_model(defense, optimizer, start=False):
@@ -90,14 +89,20 @@ def main():
         # reduced AutoAttack budget (steps 20, 3 target classes, 300 Square queries)
         attack = rk.attacks.AutoAttack(eps=0.1, steps=20, n_target_classes=3, n_queries=300,
                                        seed=0)  # fmt: skip
-        found = rk.evaluation.measure(base, (xt, yt), attack, batch_size=48,
+        found = rk.evaluation.measure(base, (xt, yt), attack, batch_size=96,
                                       strategy=strategy, seed=0)  # fmt: skip
         out["correct"] = found.correct.astype(int).tolist()
         out["robust"] = found.robust.astype(int).tolist()
         out["outside_ball"] = found.outside_ball
         # rk.evaluate: sharded over the workers; the reference: the one-process "default"
-        report = rk.evaluate(base, (xt, yt), suite=[rk.attacks.PGD(eps=0.1, steps=10)],
-                             checks=False, batch_size=48, strategy=strategy or "default")
+        report = rk.evaluate(
+            base,
+            (xt, yt),
+            suite=[rk.attacks.PGD(eps=0.1, steps=10)],
+            checks=False,
+            batch_size=96,
+            strategy=strategy or "default",
+        )
         out["report"] = {"n": report.n, "worst": report.worst_case,
                          "clean": report.clean_accuracy}  # fmt: skip
         out["chief"] = strategy is None or rk.distributed.is_chief(strategy)

@@ -1,6 +1,7 @@
 """Multi-worker training and sharded evaluation (issue #14), on a local cluster: two worker
 processes on 127.0.0.1 (free ports chosen at run time), each with its own ``TF_CONFIG``, each
-run bounded in time (``run_workers`` kills what is left). The processes run
+run bounded in time (``run_workers`` kills what is left). The cluster tests are marked slow;
+``.ci/run`` runs them (``pytest -m slow tests/test_distributed.py``). The processes run
 ``tests/dist_worker.py``; one-process references run the same script without ``TF_CONFIG``."""
 
 import json
@@ -56,8 +57,10 @@ def test_loop_matches_keras_fit_on_one_device():
     logs = []
     for use_fit in (True, False):
         keras.utils.set_random_seed(0)
-        model = rk.RobustModel(rk.models.small_cnn((8, 8, 1)),
-                               attack=rk.attacks.PGD(eps=0.1, steps=3, random_start=False))
+        model = rk.RobustModel(
+            rk.models.small_cnn((8, 8, 1)),
+            attack=rk.attacks.PGD(eps=0.1, steps=3, random_start=False),
+        )
         model.compile(optimizer=keras.optimizers.SGD(0.05), metrics=["accuracy"])
         if use_fit:
             hist = model.fit(x, y, batch_size=64, epochs=2, shuffle=False, verbose=0)
@@ -110,6 +113,8 @@ def test_backup_is_written_by_the_chief_only(tmp_path):
 
 
 # ----------------------------------------------------------- local cluster
+# Marked slow (minutes: each cluster run starts two TensorFlow processes); .ci/run runs them.
+@pytest.mark.slow
 def test_two_workers_log_what_one_worker_logs():
     """Same global batch (64 = 2 x 32): loss and accuracies equal the one-worker run.
 
@@ -130,12 +135,15 @@ def test_two_workers_log_what_one_worker_logs():
         assert two["standard"]["loss"][1] < two["standard"]["loss"][0]
 
 
+@pytest.mark.slow
 def test_killed_worker_resumes_from_the_backup(tmp_path):
     """Worker 1 is killed (SIGKILL) at batch 3 of epoch 1; the chief's collective fails; both
     restart with the same backup folder: they run epochs 1 and 2 only, and the history
-    equals an uninterrupted one-worker run (exact resume: weights, Adam moments, the warm-up
-    position and the data order)."""
-    reference = _result(_one_process("resume", "none", str(tmp_path / "ref")))
+    equals an uninterrupted two-worker run (exact resume: weights, Adam moments, the warm-up
+    position and the data order; tolerance 1e-5), and the one-worker run up to float
+    rounding (loss 1 %, accuracies 4/512: Adam amplifies summation-order differences)."""
+    one = _result(_one_process("resume", "none", str(tmp_path / "one")))
+    whole = _result(_cluster("resume", "multiworker", str(tmp_path / "whole"))[0].stdout)
     backup = str(tmp_path / "backup")
     crashed = _cluster("resume", "multiworker", backup, extra_env=[{}, {"CRASH": "1"}],
                        expect_ok=False)  # fmt: skip
@@ -149,8 +157,10 @@ def test_killed_worker_resumes_from_the_backup(tmp_path):
         assert "EPOCH 0" not in run.stdout and "EPOCH 1" in run.stdout
         out = _result(run.stdout)
         assert out["epochs"] == [0, 1, 2]
-        for key, values in reference["history"].items():
-            np.testing.assert_allclose(out["history"][key], values, atol=1e-4, err_msg=key)
+        for key, values in whole["history"].items():
+            np.testing.assert_allclose(out["history"][key], values, atol=1e-5, err_msg=key)
+            tol = {"rtol": 0.01} if key in ("loss", "ce", "eps") else {"atol": 4 / 512}
+            np.testing.assert_allclose(out["history"][key], one["history"][key], **tol)
     assert not os.path.exists(backup)  # deleted after the finished run
 
 
@@ -166,13 +176,14 @@ def digits_weights(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_sharded_autoattack_equals_one_process(digits_weights):
     """AutoAttack (reduced budget: 20 steps, 3 target classes, 300 Square queries) on 256
-    test digits, batches of 48 shared out over two workers: the merged per-example outcomes
+    test digits, batches of 96 shared out over two workers: the merged per-example outcomes
     equal a one-process ``measure(..., seed=0)``, on both workers; ``rk.evaluate`` with the
     strategy reports what the one-process sharded path reports."""
     one = _result(_one_process("eval", "none", digits_weights))
-    assert 0.5 < np.mean(one["correct"]) and 0 < np.mean(one["robust"]) < np.mean(one["correct"])
+    assert np.mean(one["correct"]) > 0.5 and 0 < np.mean(one["robust"]) < np.mean(one["correct"])
     runs = _cluster("eval", "multiworker", digits_weights)
     outs = [_result(run.stdout) for run in runs]
     assert [o["chief"] for o in outs] == [True, False]
