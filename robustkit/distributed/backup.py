@@ -10,7 +10,7 @@ Example:
 >>> backup = Backup(os.path.join(tempfile.mkdtemp(), "backup"))
 >>> backup.save(model, epoch=0, history={"loss": [1.5]})
 >>> saved = [w.copy() for w in model.get_weights()]
->>> model.layers[0].kernel.assign(np.zeros((2, 1)))
+>>> _ = model.layers[0].kernel.assign(np.zeros((2, 1)))
 >>> backup.restore(model)
 (1, {'loss': [1.5]})
 >>> all(np.array_equal(a, b) for a, b in zip(model.get_weights(), saved))

@@ -13,7 +13,7 @@ with its own ``TF_CONFIG``, the model built in ``strategy.scope()``):
 ...     model.compile(optimizer="adam", metrics=["accuracy"])
 >>> history = rk.distributed.fit(model, x[:256], y[:256], batch_size=64, epochs=1)
 >>> sorted(history.history)
-['accuracy', 'adv_accuracy', 'clean_accuracy', 'eps', 'loss']
+['accuracy', 'adv_accuracy', 'ce', 'clean_accuracy', 'eps', 'loss']
 
 Why not ``model.fit``: Keras 3.15's ``fit`` fails under MultiWorkerMirroredStrategy ("Attempt
 to convert a value (PerReplica...) to a Tensor", keras-team/keras#20585). ``fit`` stays the
