@@ -192,3 +192,41 @@ def test_sharded_autoattack_equals_one_process(digits_weights):
         assert out["robust"] == one["robust"]
         assert out["outside_ball"] == one["outside_ball"]
         assert out["report"] == one["report"]
+
+
+def test_train_strategy_settings_are_checked_before_work(tmp_path, monkeypatch):
+    from robustkit.app import ConfigError, TrainConfig
+
+    out = str(tmp_path / "m")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="TF_CONFIG") as e:
+        TrainConfig(strategy="multiworker", out=out).resolve()
+    assert e.value.field == "strategy"
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(strategy="mirrored", augment=True, out=out).resolve()
+    assert e.value.field == "augment"
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(strategy="ring", out=out).resolve()
+    assert e.value.field == "strategy"
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.slow
+def test_cli_train_multiworker_chief_exports(tmp_path):
+    """``robustkit train --strategy multiworker`` on two workers: the chief exports (the
+    export reloads with the recorded accuracy), the other worker leaves nothing behind."""
+    out = str(tmp_path / "digits_mw")
+    argv = [sys.executable, "-m", "robustkit.cli", "train", "--strategy", "multiworker",
+            "--epochs", "1", "--train-size", "256", "--test-size", "96", "--steps", "3",
+            "--backup-dir", str(tmp_path / "backup"), "--out", out, "--quiet"]  # fmt: skip
+    runs = run_workers(argv, workers=2, timeout=CLUSTER_TIMEOUT, env=_env())
+    for i, run in enumerate(runs):
+        assert run.returncode == 0, f"worker {i}\n{run.stderr[-3000:]}"
+    assert "Exported to" in runs[0].stdout and "the chief exported" in runs[1].stdout
+    assert sorted(os.listdir(tmp_path)) == ["digits_mw"]  # backup deleted, no worker copies
+    model, record = rk.load(out)
+    x, y = rk.data.load("digits", "test")
+    m = record.measurements[-1]
+    assert m.n_examples == 96 and 0 <= m.robust_accuracy <= m.clean_accuracy
+    logits = model.serve(x[:8]).numpy()
+    assert logits.shape == (8, 10)
