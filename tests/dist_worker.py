@@ -10,6 +10,9 @@ Modes:
   with ``CRASH=1`` in the environment, worker 1 kills itself at batch 3 of epoch 1.
 - ``eval WEIGHTS``: AutoAttack (reduced budget) on 256 test digits, sharded; the per-example
   masks and the report of ``rk.evaluate``.
+- ``mirrored-checks``: one process, two logical CPU devices: attacks and ``measure`` split
+  over the replicas against one-device calls; ``rk.distributed.fit`` under
+  MirroredStrategy against the default strategy.
 """
 
 import json
@@ -106,7 +109,52 @@ def main():
         out["report"] = {"n": report.n, "worst": report.worst_case,
                          "clean": report.clean_accuracy}  # fmt: skip
         out["chief"] = strategy is None or rk.distributed.is_chief(strategy)
+    elif mode == "mirrored-checks":
+        out = mirrored_checks(x, y)
     print("RESULT " + json.dumps(out), flush=True)
+
+
+def mirrored_checks(x, y):
+    import tensorflow as tf
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    keras.utils.set_random_seed(0)
+    base = rk.models.small_cnn((8, 8, 1))
+    base.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    base.fit(x, y, epochs=5, batch_size=64, verbose=0)
+    xt, yt = rk.data.load("digits", "test")
+    xt, yt = xt[:150], yt[:150]
+    pgd = rk.attacks.PGD(eps=0.1, steps=5, random_start=False)
+    one = pgd(base, xt, yt)
+    traces = pgd.trace_count
+    split = pgd(base, xt, yt, strategy=mirrored)
+    out = {
+        "pgd_max_diff": float(abs(one - split).max()),
+        "pgd_linf": float(abs(split - xt).max()),
+        "pgd_traces_added": pgd.trace_count - traces,
+        "clean": float((base.predict(xt, verbose=0).argmax(-1) == yt).mean()),
+        "pgd_acc": float((base.predict(split, verbose=0).argmax(-1) == yt).mean()),
+    }
+    m_one = rk.evaluation.measure(base, (xt, yt), pgd, batch_size=64)
+    m_split = rk.evaluation.measure(base, (xt, yt), pgd, batch_size=64, strategy=mirrored)
+    out["measure_equal"] = bool((m_one.robust == m_split.robust).all())
+    aa = rk.attacks.AutoAttack(eps=0.1, steps=10, n_target_classes=2, n_queries=100, seed=0)
+    x_aa = aa(base, xt, yt, strategy=mirrored)
+    out["aa_linf"] = float(abs(x_aa - xt).max())
+    out["aa_acc"] = float((base.predict(x_aa, verbose=0).argmax(-1) == yt).mean())
+    logs = {}
+    for name, strategy in (("default", tf.distribute.get_strategy()), ("mirrored", mirrored)):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = rk.RobustModel(
+                rk.models.small_cnn((8, 8, 1)),
+                attack=rk.attacks.PGD(eps=0.1, steps=3, random_start=False),
+            )
+            model.compile(optimizer=keras.optimizers.SGD(0.05), metrics=["accuracy"])
+        hist = rk.distributed.fit(model, x[:320], y[:320], batch_size=64, epochs=2)
+        logs[name] = floats(hist.history)
+    out["fit"] = logs
+    return out
 
 
 main()

@@ -112,6 +112,24 @@ def test_backup_is_written_by_the_chief_only(tmp_path):
         chief.restore(other)
 
 
+@pytest.mark.slow  # a subprocess that trains and attacks: minutes on a shared machine
+def test_attacks_measure_and_fit_split_over_mirrored_replicas():
+    """Two logical CPU devices (a subprocess: devices are fixed at TensorFlow's start-up):
+    a deterministic PGD split over the replicas returns what one call returns (float
+    tolerance 1e-5), inside its ball, lowering accuracy; ``measure`` gives the same
+    per-example outcomes; AutoAttack runs split and stays in its ball; the loop under
+    MirroredStrategy logs what it logs on one device (1e-4)."""
+    out = _result(_one_process("mirrored-checks", "none"))
+    assert out["pgd_max_diff"] < 1e-5
+    assert out["pgd_linf"] <= 0.1 + 1e-6 and out["aa_linf"] <= 0.1 + 1e-6
+    assert out["pgd_acc"] < out["clean"] - 0.1 and out["aa_acc"] <= out["pgd_acc"] + 0.02
+    assert out["measure_equal"]
+    one, two = out["fit"]["default"], out["fit"]["mirrored"]
+    assert set(one) == set(two)
+    for key in one:
+        np.testing.assert_allclose(two[key], one[key], atol=1e-4, err_msg=key)
+
+
 # ----------------------------------------------------------- local cluster
 # Marked slow (minutes: each cluster run starts two TensorFlow processes); .ci/run runs them.
 @pytest.mark.slow

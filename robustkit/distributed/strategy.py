@@ -146,5 +146,6 @@ def run_on_replicas(strategy, fn, x, y):
         )
         for parts in (xs, ys)
     )
-    out = strategy.run(fn, args=(dx, dy))
+    # a plain function: strategy.run would hand a tf.function the PerReplica values whole
+    out = strategy.run(lambda xb, yb: fn(xb, yb), args=(dx, dy))
     return tf.concat([tf.identity(t) for t in strategy.experimental_local_results(out)], 0)
