@@ -5,10 +5,10 @@ evaluation (``rk.evaluation.measure(strategy=..., seed=...)``) with 1 worker (on
 the default strategy) and with 2 local workers (two processes on 127.0.0.1, each with its own
 ``TF_CONFIG``, MultiWorkerMirroredStrategy). Each configuration runs in fresh processes.
 
-Training: small_cnn((28, 28, 1), width=16, dense=64) on 2048 real MNIST images, global batch
-128, PGD-10 L-inf eps 0.3 (step eps/4), Adam; the time of the second epoch (the first
+Training: small_cnn((28, 28, 1), width=16, dense=64) on 4096 real MNIST images, global batch
+128, PGD-10 L-inf eps 0.3 (step eps/4), Adam; the mean time of epochs 2 and 3 (the first
 traces). Evaluation: that architecture trained clean for 2 epochs (cached weights), AutoAttack
-L-inf eps 0.3 with a reduced budget (20 steps, 3 target classes, 500 Square queries) on 512
+L-inf eps 0.1 with a reduced budget (20 steps, 3 target classes, 500 Square queries) on 512
 MNIST test images, batches of 128 (so 2 workers get 2 batches each); wall time of the whole
 ``measure`` call on the chief, tracing included (it retraces per batch: seed-keyed batches).
 
@@ -36,7 +36,8 @@ from _common import (  # noqa: E402
 )
 
 WEIGHTS = os.path.join(CACHE, "distributed_mnist_clean.weights.h5")
-TRAIN_N, TEST_N, BATCH, EVAL_BATCH = 2048, 512, 128, 128
+TRAIN_N, TEST_N, BATCH, EVAL_BATCH = 4096, 512, 128, 128
+EVAL_EPS = 0.1
 
 
 def _model(rk):
@@ -66,12 +67,12 @@ def worker(mode, data_dir, strategy_name):
             def on_epoch_end(self, epoch, logs=None):
                 times.append(time.perf_counter() - self.t)
 
-        rk.distributed.fit(model, x_tr, y_tr, batch_size=BATCH, epochs=2, callbacks=[Clock()])
-        out.update(seconds=times[-1], examples=TRAIN_N)
+        rk.distributed.fit(model, x_tr, y_tr, batch_size=BATCH, epochs=3, callbacks=[Clock()])
+        out.update(seconds=(times[1] + times[2]) / 2, examples=TRAIN_N)
     else:
         base = _model(rk)
         base.load_weights(WEIGHTS)
-        attack = rk.attacks.AutoAttack(eps=0.3, steps=20, n_target_classes=3, n_queries=500,
+        attack = rk.attacks.AutoAttack(eps=EVAL_EPS, steps=20, n_target_classes=3, n_queries=500,
                                        seed=0)  # fmt: skip
         start = time.perf_counter()
         found = rk.evaluation.measure(base, (x_te, y_te), attack, batch_size=EVAL_BATCH,
@@ -148,19 +149,26 @@ def main():
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--worker", choices=("train", "eval"), help=argparse_hidden())
     p.add_argument("--strategy", default="default", help=argparse_hidden())
+    p.set_defaults(repeats=2)
     args = p.parse_args()
     if args.worker:
         worker(args.worker, args.data_dir, args.strategy)
         return
     _train_clean(args.data_dir)
-    rows = []
+    rows, loads = [], [os.getloadavg()[0]]
     for mode in ("train", "eval"):
+        runs = {1: [], 2: []}
+        for _ in range(args.repeats):  # interleaved: 1, 2, 1, 2, ...
+            for workers in (1, 2):
+                res = _run(mode, args.data_dir, workers)
+                runs[workers].append(res)
+                print(f"{mode} {workers} worker(s): {res['seconds']:.1f} s", flush=True)
         for workers in (1, 2):
-            res = _run(mode, args.data_dir, workers)
-            rate = res["examples"] / res["seconds"]
-            rows.append((mode, workers, res["seconds"], rate, res))
-            print(f"{mode} {workers} worker(s): {res['seconds']:.1f} s, {rate:.1f} examples/s",
-                  flush=True)  # fmt: skip
+            times = sorted(r["seconds"] for r in runs[workers])
+            seconds = times[(len(times) - 1) // 2]  # the median (lower for even counts)
+            res = runs[workers][0]
+            rows.append((mode, workers, seconds, res["examples"] / seconds, res, times))
+        loads.append(os.getloadavg()[0])
     grad_mb, gflop, at_ms, std_ms, header, scaling = scaling_table()
     lines = [
         "# Multi-worker throughput (`benchmarks/distributed.py`)",
@@ -169,19 +177,22 @@ def main():
         "",
         "Machine: " + machine_info(),
         "",
-        "| job | workers | seconds | examples/s | speed-up |",
-        "|---|---|---|---|---|",
+        f"1-min load average during the runs: {', '.join(f'{v:.1f}' for v in loads)} (other "
+        f"jobs shared the 2 cores). Median of {args.repeats} interleaved runs per row.",
+        "",
+        "| job | workers | seconds (median) | examples/s | speed-up | runs (s) |",
+        "|---|---|---|---|---|---|",
     ]
     base = {}
-    for mode, workers, seconds, rate, res in rows:
+    for mode, workers, seconds, rate, res, times in rows:
         base.setdefault(mode, rate)
-        label = ("PGD-AT training (PGD-10, 2048 MNIST images, one epoch)" if mode == "train"
+        label = ("PGD-AT training (PGD-10, 4096 MNIST images, one epoch)" if mode == "train"
                  else "AutoAttack evaluation (reduced budget, 512 MNIST images)")  # fmt: skip
         extra = (
             "" if mode == "train" else f" (clean {res['clean']:.3f}, robust {res['robust']:.3f})"
         )
         lines.append(f"| {label}{extra} | {workers} | {seconds:.1f} | {rate:.1f} | "
-                     f"{rate / base[mode]:.2f}x |")  # fmt: skip
+                     f"{rate / base[mode]:.2f}x | {' / '.join(f'{t:.1f}' for t in times)} |")  # fmt: skip
     lines += [
         "",
         "Two workers on one 2-core machine share the same two cores: little gain is expected "

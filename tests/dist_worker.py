@@ -4,8 +4,9 @@
 reference). Prints one ``RESULT {json}`` line.
 
 Modes:
-- ``train DEFENSE...``: PGD training of a small CNN on 512 digits, 2 epochs, global batch 64;
-  the logged history per defense.
+- ``train FOLDER DEFENSE...``: PGD training of a small CNN on 512 digits, 2 epochs, global
+  batch 64; the logged history per defense (standard: with RobustEvaluation and a
+  BestRobustCheckpoint writing into FOLDER).
 - ``resume BACKUP``: 3 epochs (Adam, eps warm-up over the first epoch) with a backup;
   with ``CRASH=1`` in the environment, worker 1 kills itself at batch 3 of epoch 1.
 - ``eval WEIGHTS``: AutoAttack (reduced budget) on 256 test digits, sharded; the per-example
@@ -73,9 +74,19 @@ def main():
     x, y = x[:512], y[:512]
     out = {}
     if mode == "train":
-        for defense in sys.argv[3:]:
+        folder = sys.argv[3]
+        xv, yv = rk.data.load("digits", "test")
+        for defense in sys.argv[4:]:
             model = robust_model(defense, lambda: keras.optimizers.SGD(0.05))
-            hist = rk.distributed.fit(model, x, y, batch_size=64, epochs=2, shuffle=True)
+            callbacks = []
+            if defense == "standard":  # robust validation and the best checkpoint
+                val = rk.attacks.PGD(eps=0.1, steps=5, random_start=False)
+                callbacks = [
+                    rk.callbacks.RobustEvaluation((xv, yv), val, max_examples=100),
+                    rk.callbacks.BestRobustCheckpoint(os.path.join(folder, "best.weights.h5")),
+                ]
+            hist = rk.distributed.fit(model, x, y, batch_size=64, epochs=2, shuffle=True,
+                                      callbacks=callbacks)  # fmt: skip
             out[defense] = floats(hist.history)
     elif mode == "resume":
         model = robust_model("standard", lambda: keras.optimizers.Adam(0.01))

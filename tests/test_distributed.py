@@ -133,14 +133,20 @@ def test_attacks_measure_and_fit_split_over_mirrored_replicas():
 # ----------------------------------------------------------- local cluster
 # Marked slow (minutes: each cluster run starts two TensorFlow processes); .ci/run runs them.
 @pytest.mark.slow
-def test_two_workers_log_what_one_worker_logs():
-    """Same global batch (64 = 2 x 32): loss and accuracies equal the one-worker run.
+def test_two_workers_log_what_one_worker_logs(tmp_path):
+    """Same global batch (64 = 2 x 32): loss, accuracies and the RobustEvaluation callback's
+    val_clean/val_robust_accuracy equal the one-worker run; BestRobustCheckpoint is written by
+    the chief only (worker 1's copy goes to a scratch folder, deleted).
 
     Tolerance: standard AT (no random start) 1e-4 absolute (float summation order only);
     TRADES 0.02 (its inner attack starts from x + 0.001 N(0, 1), drawn per replica)."""
     defenses = ["standard", "trades"]
-    one = _result(_one_process("train", "none", *defenses))
-    runs = _cluster("train", "multiworker", *defenses)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = _result(_one_process("train", "none", str(tmp_path / "one"), *defenses))
+    runs = _cluster("train", "multiworker", str(tmp_path / "two"), *defenses)
+    assert sorted(os.listdir(tmp_path / "two")) == ["best.best.json", "best.weights.h5"]
+    assert "val_robust_accuracy" in one["standard"]
     for run in runs:
         two = _result(run.stdout)
         for defense in defenses:
