@@ -155,8 +155,7 @@ def robust_mask(
     The attack runs on the ``correct`` examples only, ``batch_size`` at a time (one
     progress-bar step per batch when ``verbose``). An output outside the attack's ball
     (:func:`ball_of`) counts as robust; how many there were is ``outside_ball``.
-    ``strategy``/``seed``: see :mod:`robustkit.distributed.sharding` (this worker attacks
-    its share of the batches; the masks are merged over the workers).
+    ``strategy``/``seed``: see :mod:`robustkit.distributed.sharding`.
     """
     label = label or attack_name(attack)
     idx = np.flatnonzero(correct)
@@ -199,35 +198,6 @@ def robust_mask(
         outside_ball=outside,
     )
     return robust, result
-
-
-def robust_at_radius(attack, model, x, y, correct, eps, batch_size=500, cache=None):
-    """Per-example robustness under ``attack.perturb`` run at radius ``eps``.
-
-    The radius is an input of one compiled function (kept in ``cache``, a dict),
-    so sweeping eps with one PGD/FGSM object traces once; the step size scales
-    with eps. Only the ``correct`` examples are attacked; the outputs lie in the
-    ball of radius ``eps`` by construction (the attack projects onto it).
-    """
-    fn = as_logits_fn(model)
-    cache = {} if cache is None else cache
-    compiled = cache.get("fn")
-    if compiled is None:
-        compiled = cache["fn"] = tf.function(
-            lambda xb, yb, e: attack.perturb(fn, xb, yb, eps=e),
-            input_signature=[
-                tf.TensorSpec([None, *x.shape[1:]], tf.float32),
-                tf.TensorSpec([None], tf.int64),
-                tf.TensorSpec([], tf.float32),
-            ],
-        )
-    idx = np.flatnonzero(correct)
-    robust = np.zeros(len(x), bool)
-    for s in range(0, len(idx), batch_size):
-        b = idx[s : s + batch_size]
-        x_adv = compiled(tf.constant(x[b]), tf.constant(y[b]), tf.constant(eps, tf.float32)).numpy()
-        robust[b] = np.argmax(predict_logits(fn, x_adv, batch_size), axis=-1) == y[b]
-    return robust
 
 
 @dataclasses.dataclass
@@ -365,15 +335,11 @@ def measure(model, data, attack, n=None, batch_size=500, eps=None, norm=None, ve
         eps, norm: the radius a minimal-norm attack without ``eps`` is held to (its
             outputs beyond it are not adversarial examples).
         verbose: 1 logs a line and shows a progress bar per attack.
-        strategy: a ``tf.distribute`` strategy (or its name, see
-            :func:`robustkit.distributed.get_strategy`): each local replica attacks its slice
-            of a batch; over several workers (MultiWorkerMirroredStrategy) each attacks its
-            share of the batches and every worker returns the merged result. Every worker
-            calls ``measure`` with the same arguments.
-        seed: key each attacked batch's randomness on ``(seed, batch)``
-            (:mod:`robustkit.distributed.sharding`): per-example outcomes then do not depend
-            on how the batches are shared out (a one-process run with the same ``seed``
-            gives the same masks). ``None`` (default): the attacks' own randomness.
+        strategy, seed: a ``tf.distribute`` strategy (or its name): each local replica
+            attacks a slice of a batch; the workers (every one calls ``measure`` alike)
+            share the batches out and all get the merged result. ``seed``: each batch's
+            randomness keyed on ``(seed, batch)``, so the masks equal a one-process run with
+            the same ``seed`` (:mod:`robustkit.distributed.sharding`).
     """
     batch_size = check_int(batch_size, "batch_size")
     strategy = None if strategy is None else get_strategy(strategy)
@@ -419,6 +385,5 @@ __all__ = [
     "export_threat",
     "predict_logits",
     "resolve_model",
-    "robust_at_radius",
     "robust_mask",
 ]
