@@ -106,7 +106,8 @@ class Attack:
         ``verbose=1`` shows a progress bar over the batches. ``strategy``: a
         ``tf.distribute`` strategy (or its name, :func:`robustkit.distributed.get_strategy`):
         each of its local replicas attacks a slice of every batch with the same compiled
-        function (with a random start, the slices draw other numbers than one call would).
+        function (traced once per device; with a random start, the slices draw other
+        numbers than one call would).
         """
         strategy = None if strategy is None else get_strategy(strategy)
         fn = as_logits_fn(model)
