@@ -86,7 +86,7 @@ def main():
                     rk.callbacks.BestRobustCheckpoint(os.path.join(folder, "best.weights.h5")),
                 ]
             hist = rk.distributed.fit(model, x, y, batch_size=64, epochs=2, shuffle=True,
-                                      callbacks=callbacks)  # fmt: skip
+                                      callbacks=callbacks, strategy=strategy)  # fmt: skip
             out[defense] = floats(hist.history)
     elif mode == "resume":
         model = robust_model("standard", lambda: keras.optimizers.Adam(0.01))

@@ -79,6 +79,9 @@ def test_fit_refuses_bad_input_before_work(tmp_path):
     with pytest.raises(ValueError, match="`model` must be compiled"):
         rk.distributed.fit(model, x, y)
     model.compile(optimizer="adam")
+    mirrored = rk.distributed.get_strategy("mirrored")
+    with pytest.raises(ValueError, match="strategy.scope"):
+        rk.distributed.fit(model, x, y, strategy=mirrored)
     with pytest.raises(ValueError, match="`batch_size`"):
         rk.distributed.fit(model, x, y, batch_size=0)
     with pytest.raises(ValueError, match="BackupAndRestore"):

@@ -46,7 +46,7 @@ def strategy_problem(c, pipeline):
     return None
 
 
-def fit(model, splits, c, callbacks, verbose):
+def fit(model, splits, c, callbacks, verbose, strategy):
     """Trains ``model`` (built in the strategy's scope) with robustkit's distributed loop;
     ``keras.callbacks.BackupAndRestore`` is replaced by the loop's worker-safe backup in the
     same folder."""
@@ -58,7 +58,7 @@ def fit(model, splits, c, callbacks, verbose):
     backup = None if not c.backup_dir else os.path.join(c.backup_dir, "state")
     distributed.fit(
         model, splits.x_train, splits.y_train, batch_size=c.batch_size, epochs=c.epochs,
-        callbacks=callbacks, seed=c.seed, backup_dir=backup, verbose=verbose,
+        callbacks=callbacks, seed=c.seed, backup_dir=backup, verbose=verbose, strategy=strategy,
     )  # fmt: skip
 
 

@@ -221,7 +221,7 @@ def _fit_plain(plan, base, train_attack, splits, verbose, extra, strategy):
         from robustkit.app import strategy as strategy_lib
 
         callbacks, best = _callbacks(c, splits, plan, extra)
-        strategy_lib.fit(model, splits, c, callbacks, verbose)
+        strategy_lib.fit(model, splits, c, callbacks, verbose, strategy)
         return model, None, best
     data = rk.data.make_dataset(
         splits.x_train, splits.y_train, c.batch_size, seed=c.seed, augment=c.augment

@@ -63,8 +63,8 @@ def _check(model, x, y, batch_size, epochs, callbacks, strategy):
         raise ValueError("`model` must be compiled (model.compile(optimizer=...)) first.")
     if model.distribute_strategy is not strategy:
         raise ValueError(
-            "`model` must be built and compiled in `strategy.scope()` (its variables are "
-            "the strategy's)."
+            "`model` must be built and compiled in `strategy.scope()` of the `strategy` "
+            "given (its variables are the strategy's)."
         )
     if isinstance(x, tf.data.Dataset) or not hasattr(x, "__len__"):
         raise ValueError(
@@ -144,7 +144,7 @@ def _train_function(model, strategy):
 
 
 def fit(model, x, y, batch_size=32, epochs=1, callbacks=None, shuffle=True, seed=0,
-        backup_dir=None, verbose=0):  # fmt: skip
+        backup_dir=None, verbose=0, strategy=None):  # fmt: skip
     """Trains a ``RobustModel`` built in a strategy's scope; returns the ``History``.
 
     Args:
@@ -160,8 +160,12 @@ def fit(model, x, y, batch_size=32, epochs=1, callbacks=None, shuffle=True, seed
         backup_dir: folder of a :class:`Backup`: the state after each finished epoch; a run
             started again with it resumes after the last finished epoch; deleted at the end.
         verbose: 1: a progress bar on the chief.
+        strategy: optional: the strategy ``model`` must have been built under (a
+            ``ValueError`` otherwise: a model built outside the scope would train on each
+            worker alone).
     """
-    strategy = model.distribute_strategy if isinstance(model, keras.Model) else None
+    if strategy is None:
+        strategy = model.distribute_strategy if isinstance(model, keras.Model) else None
     x, y, batch_size, epochs, callbacks = _check(
         model, x, y, batch_size, epochs, callbacks, strategy
     )
