@@ -22,24 +22,32 @@ import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
-mode, strategy_name = sys.argv[1], sys.argv[2]
-if mode == "mirrored-checks":
-    import tensorflow as tf
+#: set by start(): the strategy of this process (None: the one-process reference)
+strategy = None
 
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-import robustkit as rk  # noqa: E402
+def start(mode, strategy_name):
+    """Devices first, then the strategy: MultiWorkerMirroredStrategy before any TF op."""
+    global strategy
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    if mode == "mirrored-checks":
+        import tensorflow as tf
 
-# MultiWorkerMirroredStrategy first: before TensorFlow runs an op
-strategy = None if strategy_name == "none" else rk.distributed.get_strategy(strategy_name)
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+        )
+    import robustkit as rk
 
-import keras  # noqa: E402
+    strategy = None if strategy_name == "none" else rk.distributed.get_strategy(strategy_name)
 
 
 def robust_model(defense, optimizer, start=False):
+    import keras
+
+    import robustkit as rk
+
     keras.utils.set_random_seed(0)
     with (strategy or rk.distributed.get_strategy("default")).scope():
         model = rk.RobustModel(
@@ -55,21 +63,29 @@ def floats(history):
     return {k: [float(v) for v in vals] for k, vals in history.items()}
 
 
-class Crash(keras.callbacks.Callback):
+def crash_callback():
     """Kills this worker (SIGKILL: no clean-up) at batch 3 of epoch 1 when CRASH=1."""
+    import keras
 
-    epoch = 0
+    class Crash(keras.callbacks.Callback):
+        epoch = 0
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-        print(f"EPOCH {epoch}", flush=True)
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+            print(f"EPOCH {epoch}", flush=True)
 
-    def on_train_batch_begin(self, batch, logs=None):
-        if os.environ.get("CRASH") == "1" and (self.epoch, batch) == (1, 3):
-            os.kill(os.getpid(), signal.SIGKILL)
+        def on_train_batch_begin(self, batch, logs=None):
+            if os.environ.get("CRASH") == "1" and (self.epoch, batch) == (1, 3):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return Crash()
 
 
-def main():
+def main(mode):
+    import keras
+
+    import robustkit as rk
+
     x, y = rk.data.load("digits", "train")
     x, y = x[:512], y[:512]
     out = {}
@@ -92,7 +108,7 @@ def main():
         model = robust_model("standard", lambda: keras.optimizers.Adam(0.01))
         hist = rk.distributed.fit(
             model, x, y, batch_size=64, epochs=3, backup_dir=sys.argv[3],
-            callbacks=[Crash(), rk.callbacks.EpsilonWarmup(epochs=1)],
+            callbacks=[crash_callback(), rk.callbacks.EpsilonWarmup(epochs=1)],
         )  # fmt: skip
         out = {"history": floats(hist.history), "epochs": hist.epoch}
     elif mode == "eval":
@@ -126,7 +142,10 @@ def main():
 
 
 def mirrored_checks(x, y):
+    import keras
     import tensorflow as tf
+
+    import robustkit as rk
 
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     keras.utils.set_random_seed(0)
@@ -168,4 +187,6 @@ def mirrored_checks(x, y):
     return out
 
 
-main()
+if __name__ == "__main__":
+    start(sys.argv[1], sys.argv[2])
+    main(sys.argv[1])
