@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SLOW_DOCTESTS = (
     "robustkit.training",
     "robustkit.callbacks",
+    "robustkit.distributed.loop",
     "robustkit.namid.pipeline",
     "robustkit.namid.stage2.train_namid_estimators",
 )

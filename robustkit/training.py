@@ -283,7 +283,15 @@ class RobustModel(keras.Model):
             metric.update_state(y, logits_clean, sample_weight=sample_weight)
         return self.get_metrics_result()
 
-    def train_step(self, data):
+    def train_step(self, data, global_batch_size=None):
+        """One step on a batch (on one replica under a ``tf.distribute`` strategy).
+
+        ``global_batch_size``: the examples of this step over all replicas (the custom
+        multi-worker loop of :mod:`robustkit.distributed` passes it): the loss is then
+        weighted by this replica's share, as ``tf.nn.compute_average_loss`` does, so that
+        unequal slices still give the global batch's mean gradient. ``None`` (``fit``):
+        divided by the replica count.
+        """
         x, y, sample_weight = _unpack(data)
         y = _labels(y)
         x = tf.cast(x, tf.float32)
@@ -305,7 +313,12 @@ class RobustModel(keras.Model):
             )
             reg = self.base_model.losses
             loss = total + tf.add_n(reg) if reg else total
-            scaled = self.optimizer.scale_loss(_scale_for_replicas(loss))
+            if global_batch_size is None:
+                share = _scale_for_replicas(loss)
+            else:
+                local = tf.cast(tf.shape(x)[0], loss.dtype)
+                share = loss * local / tf.cast(global_batch_size, loss.dtype)
+            scaled = self.optimizer.scale_loss(share)
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables))

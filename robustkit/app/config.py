@@ -184,7 +184,9 @@ class TrainConfig:
     NAMID paper's rule), ``mixed_precision`` (the ``mixed_float16`` policy), ``backup_dir``
     (back up every epoch there and resume an interrupted run from it, exactly: same data
     order, warm-up position, random starts and best checkpoint as an uninterrupted run),
-    ``deterministic`` (``tf.config.experimental.enable_op_determinism()``, process-wide).
+    ``deterministic`` (``tf.config.experimental.enable_op_determinism()``, process-wide),
+    ``strategy`` (``"default"``, ``"mirrored"``, ``"multiworker"`` reading ``TF_CONFIG``:
+    :mod:`robustkit.app.strategy`).
     """
 
     dataset: str = "digits"
@@ -221,6 +223,7 @@ class TrainConfig:
     backup_dir: str = None
     deterministic: bool = False
     mi_variant: str = "release"
+    strategy: str = "default"
     extra: dict = field(default_factory=dict)
 
     def resolve(self):
@@ -311,6 +314,11 @@ class TrainConfig:
                 raise ConfigError(
                     "defense", f"{c.defense!r} cannot be built from these settings alone: {e}"
                 ) from None
+        from robustkit.app.strategy import strategy_problem
+
+        problem = strategy_problem(c, c.defense in MI_DEFENSES)
+        if problem:
+            raise ConfigError(*problem)
         out = c.out if c.out is not None else default_out(c.dataset, c.model, c.defense, c.norm)
         check_out(out)
         return TrainPlan(config=c, objective=objective, eval_attack=eval_attack, out=out)

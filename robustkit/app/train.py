@@ -119,11 +119,15 @@ def load_splits(c):
     return splits
 
 
-def measure(model, x, y, attack, split="test"):
-    """A :class:`Measurement` of ``model`` on ``(x, y)`` under ``attack`` (the one evaluator)."""
+def measure(model, x, y, attack, strategy=None, seed=None, split="test"):
+    """A :class:`Measurement` of ``model`` on ``(x, y)`` under ``attack`` (the one evaluator;
+    with ``strategy``: sharded over its workers, batches keyed on ``seed``)."""
     from robustkit.evaluation import measure as measure_fn
 
-    result = measure_fn(model, (x, y), attack)
+    if strategy is None:
+        result = measure_fn(model, (x, y), attack)
+    else:
+        result = measure_fn(model, (x, y), attack, strategy=strategy, seed=seed)
     return Measurement(
         attack=attack_label(attack),
         clean_accuracy=result.clean_accuracy,
@@ -206,12 +210,19 @@ def _callbacks(c, splits, plan, extra):
     return out + list(extra or []), best
 
 
-def _fit_plain(plan, base, train_attack, splits, verbose, extra):
+def _fit_plain(plan, base, train_attack, splits, verbose, extra, strategy):
     import robustkit as rk
 
     c = plan.config
-    model = rk.RobustModel(base, objective=plan.objective, attack=train_attack)
-    model.compile(optimizer=_optimizer(c, -(-len(splits.x_train) // c.batch_size)))
+    with strategy.scope():
+        model = rk.RobustModel(base, objective=plan.objective, attack=train_attack)
+        model.compile(optimizer=_optimizer(c, -(-len(splits.x_train) // c.batch_size)))
+    if c.strategy != "default":
+        from robustkit.app import strategy as strategy_lib
+
+        callbacks, best = _callbacks(c, splits, plan, extra)
+        strategy_lib.fit(model, splits, c, callbacks, verbose, strategy)
+        return model, None, best
     data = rk.data.make_dataset(
         splits.x_train, splits.y_train, c.batch_size, seed=c.seed, augment=c.augment
     )
@@ -284,6 +295,8 @@ def train_and_export(config, verbose=1, callbacks=None):
     if not isinstance(plan, TrainPlan):
         raise ValueError(f"`config` must be a TrainConfig; got {type(config).__name__}.")
     c = plan.config
+    # first: MultiWorkerMirroredStrategy must exist before TensorFlow runs an op
+    strategy = rk.distributed.get_strategy(c.strategy)
     splits = load_splits(c)
     x_tr, x_te = splits.x_train, splits.x_test
     num_classes = int(max(splits.y_train.max(), splits.y_test.max())) + 1
@@ -301,9 +314,10 @@ def train_and_export(config, verbose=1, callbacks=None):
                 plan, train_attack, splits, num_classes, verbose, callbacks
             )
         else:
-            base = build_model(
-                c.model, x_tr.shape[1:], num_classes, c.width, c.depth, c.widen_factor
-            )
+            with strategy.scope():
+                base = build_model(
+                    c.model, x_tr.shape[1:], num_classes, c.width, c.depth, c.widen_factor
+                )
             val = "" if splits.x_val is None else f" / {len(splits.x_val)} val"
             _log.info(
                 f"robustkit train: {c.dataset} ({len(x_tr)} train{val} / {len(x_te)} test; "
@@ -313,13 +327,16 @@ def train_and_export(config, verbose=1, callbacks=None):
                 f"{c.warmup_epochs}), batch {c.batch_size}, seed {c.seed}",
                 verbose,
             )
-            model, pipeline, best = _fit_plain(plan, base, train_attack, splits, verbose, callbacks)
+            model, pipeline, best = _fit_plain(
+                plan, base, train_attack, splits, verbose, callbacks, strategy
+            )
     finally:
         keras.mixed_precision.set_global_policy(policy)
     train_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    measurement = measure(model.base_model, x_te, splits.y_test, plan.eval_attack)
+    sharded = None if c.strategy == "default" else strategy
+    measurement = measure(model.base_model, x_te, splits.y_test, plan.eval_attack, sharded, c.seed)
     eval_seconds = time.perf_counter() - start
     record = build_record(model).replace(data=splits.record(c.dataset), measurements=(measurement,))
     hp = _hyperparameters(c, plan.objective, x_tr, train_attack)
@@ -334,11 +351,20 @@ def train_and_export(config, verbose=1, callbacks=None):
         ),
         extra={} if pipeline is None else {"pipeline_stages_run": pipeline["ran"]},
     )
-    record = export(model, plan.out, record=record, overwrite=True)
-    _cleanup_backup(c)
+    from robustkit.app.strategy import export_as_worker
+
+    chief = rk.distributed.is_chief(strategy)
+    record = (
+        export_as_worker(
+            strategy, lambda path: export(model, path, record=record, overwrite=True), plan.out
+        )
+        or record
+    )
+    if chief:
+        _cleanup_backup(c)
     return TrainResult(
         record=record,
-        path=os.path.abspath(plan.out),
+        path=os.path.abspath(plan.out) if chief else None,
         model=model,
         train_seconds=train_seconds,
         eval_seconds=eval_seconds,

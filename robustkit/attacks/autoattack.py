@@ -215,11 +215,12 @@ class AutoAttack(Attack):
             sub._check_call(x, y, num_classes)
 
     # --------------------------------------------------------- eager driver
-    def __call__(self, model, x, y=None, verbose=None):
+    def __call__(self, model, x, y=None, verbose=None, strategy=None):
         """Runs the attacks one after another on the still-robust examples.
 
-        Same contract as :meth:`Attack.__call__`; also fills ``history``. ``verbose``
-        (default: the constructor's) logs one line per attack.
+        Same contract as :meth:`Attack.__call__` (``strategy``: each sub-attack's batches are
+        split over the local replicas); also fills ``history``. ``verbose`` (default: the
+        constructor's) logs one line per attack.
         """
         verbose = self.verbose if verbose is None else verbose
         fn = as_logits_fn(model)
@@ -256,7 +257,8 @@ class AutoAttack(Attack):
             idx = np.flatnonzero(robust)
             t0 = time.perf_counter()
             if len(idx):
-                sub_adv = np.asarray(self._sub[name](model, x_np[idx], y_np[idx]))
+                sub = self._sub[name]
+                sub_adv = np.asarray(sub(model, x_np[idx], y_np[idx], strategy=strategy))
                 still = self._correct(fn, sub_adv, y_np[idx])
                 fooled = ~still
                 fooled &= self.threat.contains_np(sub_adv, x_np[idx], tol=1e-5)

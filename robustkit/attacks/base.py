@@ -40,6 +40,7 @@ from robustkit import losses
 from robustkit import threat as threat_lib
 from robustkit._validation import check_images, check_int, check_labels
 from robustkit.attacks.engine import resolve_jit
+from robustkit.distributed.strategy import get_strategy, run_on_replicas
 from robustkit.models import contract
 from robustkit.models.adapter import as_logits_fn
 
@@ -99,11 +100,16 @@ class Attack:
         return type(self).__name__
 
     # ------------------------------------------------------------------ public
-    def __call__(self, model, x, y=None, verbose=0):
+    def __call__(self, model, x, y=None, verbose=0, strategy=None):
         """Returns adversarial examples for ``x`` (same type and shape).
 
-        ``verbose=1`` shows a progress bar over the batches.
+        ``verbose=1`` shows a progress bar over the batches. ``strategy``: a
+        ``tf.distribute`` strategy (or its name, :func:`robustkit.distributed.get_strategy`):
+        each of its local replicas attacks a slice of every batch with the same compiled
+        function (traced once per device; with a random start, the slices draw other
+        numbers than one call would).
         """
+        strategy = None if strategy is None else get_strategy(strategy)
         fn = as_logits_fn(model)
         keras_model = model if isinstance(model, keras.Model) else None
         contract.check_layout(keras_model)
@@ -137,7 +143,7 @@ class Attack:
         outs = []
         for start in range(0, n, self.batch_size):
             xb, yb = x_t[start : start + self.batch_size], y_t[start : start + self.batch_size]
-            outs.append(compiled(xb, yb))
+            outs.append(run_on_replicas(strategy, compiled, xb, yb))
             if bar is not None:
                 bar.add(int(xb.shape[0]))
         out = tf.concat(outs, axis=0) if len(outs) > 1 else outs[0]

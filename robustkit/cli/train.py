@@ -138,6 +138,13 @@ def add_parser(subparsers):
         action="store_true",
         help="deterministic TensorFlow ops (tf.config.experimental.enable_op_determinism)",
     )
+    p.add_argument(
+        "--strategy",
+        default="default",
+        choices=("default", "mirrored", "multiworker"),
+        help="tf.distribute strategy: mirrored (local GPUs) or multiworker (reads TF_CONFIG; "
+        "run the same command on every host; only the chief exports)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of data order and weights")
     p.add_argument(
         "--train-size",
@@ -228,6 +235,7 @@ def config_from_args(args):
         estimator_features=args.estimator_features,
         stages_dir=args.stages_dir,
         mi_variant=args.mi_variant,
+        strategy=args.strategy,
     )
 
 
@@ -241,6 +249,9 @@ def run(args):
 
     plan = check_train_args(args)
     result = train_and_export(plan, verbose=0 if args.quiet else 1)
+    if result.path is None:  # a worker other than the chief of a multi-worker run
+        print("Worker done; the chief exported the model.", flush=True)
+        return 0
     m = result.record.measurements[-1]
     lines = []
     if result.stages_run is not None:

@@ -37,6 +37,7 @@ from robustkit import _log
 from robustkit import threat as threat_lib
 from robustkit._validation import check_int, check_labels
 from robustkit.data import as_arrays
+from robustkit.distributed import get_strategy, sharding
 from robustkit.evaluation.report import AttackResult
 from robustkit.evaluation.suites import attack_name, is_black_box, threat_of, wrapped
 from robustkit.export import load_exported
@@ -146,12 +147,15 @@ def robust_mask(
     default_norm=None,
     label=None,
     verbose=0,
+    strategy=None,
+    seed=None,
 ):
     """Per-example robustness under ``attack`` and its :class:`AttackResult`.
 
     The attack runs on the ``correct`` examples only, ``batch_size`` at a time (one
     progress-bar step per batch when ``verbose``). An output outside the attack's ball
     (:func:`ball_of`) counts as robust; how many there were is ``outside_ball``.
+    ``strategy``/``seed``: see :mod:`robustkit.distributed.sharding`.
     """
     label = label or attack_name(attack)
     idx = np.flatnonzero(correct)
@@ -163,9 +167,12 @@ def robust_mask(
         _log.info(f"{label}: {len(idx)} examples", verbose)
         bar = keras.utils.Progbar(len(idx), unit_name="example")
     start = time.perf_counter()
-    for s in range(0, len(idx), batch_size):
-        b = idx[s : s + batch_size]
-        x_adv = attack(model, x[b], y[b])
+    batches = [idx[s : s + batch_size] for s in range(0, len(idx), batch_size)]
+    for k in sharding.my_batches(strategy, len(batches)):
+        b = batches[k]
+        if seed is not None:
+            sharding.reseed(attack, seed, k)
+        x_adv = sharding.call_attack(attack, model, x[b], y[b], strategy)
         x_adv = x_adv.numpy() if tf.is_tensor(x_adv) else np.asarray(x_adv)
         if x_adv.shape != x[b].shape:
             raise ValueError(
@@ -179,45 +186,18 @@ def robust_mask(
         robust[b] = ok
         if bar is not None:
             bar.add(len(b))
+    seconds = time.perf_counter() - start
+    robust, outside, seconds = sharding.merge(strategy, robust, outside, seconds)
     result = AttackResult(
         name=label,
         accuracy=float(robust.mean()),
         examples=int(len(idx)),
-        seconds=round(time.perf_counter() - start, 3),
+        seconds=round(seconds, 3),
         config=repr(attack),
         black_box=is_black_box(attack),
         outside_ball=outside,
     )
     return robust, result
-
-
-def robust_at_radius(attack, model, x, y, correct, eps, batch_size=500, cache=None):
-    """Per-example robustness under ``attack.perturb`` run at radius ``eps``.
-
-    The radius is an input of one compiled function (kept in ``cache``, a dict),
-    so sweeping eps with one PGD/FGSM object traces once; the step size scales
-    with eps. Only the ``correct`` examples are attacked; the outputs lie in the
-    ball of radius ``eps`` by construction (the attack projects onto it).
-    """
-    fn = as_logits_fn(model)
-    cache = {} if cache is None else cache
-    compiled = cache.get("fn")
-    if compiled is None:
-        compiled = cache["fn"] = tf.function(
-            lambda xb, yb, e: attack.perturb(fn, xb, yb, eps=e),
-            input_signature=[
-                tf.TensorSpec([None, *x.shape[1:]], tf.float32),
-                tf.TensorSpec([None], tf.int64),
-                tf.TensorSpec([], tf.float32),
-            ],
-        )
-    idx = np.flatnonzero(correct)
-    robust = np.zeros(len(x), bool)
-    for s in range(0, len(idx), batch_size):
-        b = idx[s : s + batch_size]
-        x_adv = compiled(tf.constant(x[b]), tf.constant(y[b]), tf.constant(eps, tf.float32)).numpy()
-        robust[b] = np.argmax(predict_logits(fn, x_adv, batch_size), axis=-1) == y[b]
-    return robust
 
 
 @dataclasses.dataclass
@@ -293,7 +273,7 @@ def _stream(data, n, batch_size, bounds):
             return
 
 
-def _measure_stream(model, fn, data, attacks, n, batch_size, eps, norm, verbose):
+def _measure_stream(model, fn, data, attacks, n, batch_size, eps, norm, verbose, strategy, seed):
     """:func:`measure` over a ``tf.data`` dataset, batch by batch (never the whole split)."""
     correct, masks, parts = [], {k: [] for k in attacks}, {k: [] for k in attacks}
     clean_seconds = 0.0
@@ -304,11 +284,13 @@ def _measure_stream(model, fn, data, attacks, n, batch_size, eps, norm, verbose)
         if logits.ndim != 2:
             raise ValueError(f"`model` must return logits (batch, classes); got {logits.shape}.")
         check_labels(yb, n=len(xb), num_classes=int(logits.shape[-1]), name="data labels")
-        ok = np.argmax(logits, axis=-1) == yb
+        ok = sharding.chief_mask(strategy, np.argmax(logits, axis=-1) == yb)
         clean_seconds += time.perf_counter() - start
+        chunk_seed = None if seed is None else seed + 7919 * len(correct)
         correct.append(ok)
         for label, atk in attacks.items():
-            mask, result = robust_mask(atk, model, fn, xb, yb, ok, batch_size, eps, norm, label)
+            mask, result = robust_mask(atk, model, fn, xb, yb, ok, batch_size, eps, norm, label,
+                                       strategy=strategy, seed=chunk_seed)  # fmt: skip
             masks[label].append(mask)
             parts[label].append(result)
         if bar is not None:
@@ -334,7 +316,8 @@ def _measure_stream(model, fn, data, attacks, n, batch_size, eps, norm, verbose)
     return Measurement(correct, worst, masks, results, round(clean_seconds, 3))
 
 
-def measure(model, data, attack, n=None, batch_size=500, eps=None, norm=None, verbose=0):
+def measure(model, data, attack, n=None, batch_size=500, eps=None, norm=None, verbose=0,
+            strategy=None, seed=None):  # fmt: skip
     """Clean and robust accuracy of ``model`` on ``data`` under ``attack``: a :class:`Measurement`.
 
     Args:
@@ -352,28 +335,38 @@ def measure(model, data, attack, n=None, batch_size=500, eps=None, norm=None, ve
         eps, norm: the radius a minimal-norm attack without ``eps`` is held to (its
             outputs beyond it are not adversarial examples).
         verbose: 1 logs a line and shows a progress bar per attack.
+        strategy, seed: a ``tf.distribute`` strategy (or its name): each local replica
+            attacks a slice of a batch; the workers (every one calls ``measure`` alike)
+            share the batches out and all get the merged result. ``seed``: each batch's
+            randomness keyed on ``(seed, batch)``, so the masks equal a one-process run with
+            the same ``seed`` (:mod:`robustkit.distributed.sharding`).
     """
     batch_size = check_int(batch_size, "batch_size")
+    strategy = None if strategy is None else get_strategy(strategy)
+    if seed is not None:
+        seed = check_int(seed, "seed", minimum=0)
     if n is not None:
         n = check_int(n, "n")
     attacks = _named(attack)
     model, _, _ = resolve_model(model, "model")
     fn = as_logits_fn(model)
     if isinstance(data, tf.data.Dataset):
-        return _measure_stream(model, fn, data, attacks, n, batch_size, eps, norm, verbose)
+        return _measure_stream(
+            model, fn, data, attacks, n, batch_size, eps, norm, verbose, strategy, seed
+        )
     x, y = as_arrays(data, n, bounds=_bounds_of(attacks))
     start = time.perf_counter()
     logits = predict_logits(fn, x, batch_size)
     if logits.ndim != 2:
         raise ValueError(f"`model` must return logits (batch, classes); got {logits.shape}.")
     check_labels(y, n=len(x), num_classes=int(logits.shape[-1]), name="data labels")
-    correct = np.argmax(logits, axis=-1) == y
+    correct = sharding.chief_mask(strategy, np.argmax(logits, axis=-1) == y)
     clean_seconds = time.perf_counter() - start
     _log.info(f"clean: {100 * correct.mean():.2f} % of {len(x)}", verbose)
     worst, masks, results = correct.copy(), {}, []
     for label, atk in attacks.items():
         mask, result = robust_mask(
-            atk, model, fn, x, y, correct, batch_size, eps, norm, label=label, verbose=verbose
+            atk, model, fn, x, y, correct, batch_size, eps, norm, label, verbose, strategy, seed
         )
         outside = f", {result.outside_ball} outside the ball" if result.outside_ball else ""
         _log.info(
@@ -392,6 +385,5 @@ __all__ = [
     "export_threat",
     "predict_logits",
     "resolve_model",
-    "robust_at_radius",
     "robust_mask",
 ]

@@ -27,6 +27,7 @@ from robustkit import _log
 from robustkit import threat as threat_lib
 from robustkit._validation import check_int, check_labels, check_positive
 from robustkit.data import as_arrays
+from robustkit.distributed import get_strategy
 from robustkit.evaluation import masking
 from robustkit.evaluation import suites as suites_lib
 from robustkit.evaluation._measure import export_threat, measure, resolve_model
@@ -99,6 +100,7 @@ def evaluate(
     name=None,
     dataset=None,
     verbose=0,
+    strategy=None,
 ):
     """Evaluates a model under an attack suite and returns a :class:`Report`.
 
@@ -137,6 +139,12 @@ def evaluate(
         name: row label in tables (default: export folder or model name).
         dataset: dataset name shown in the report (default: from the export).
         verbose: 0 silent, 1 one progress bar per attack and a summary.
+        strategy: a ``tf.distribute`` strategy or its name: the attacks run sharded
+            (:func:`robustkit.evaluation.measure` with ``strategy`` and ``seed``): every
+            local replica attacks a slice of each batch; under MultiWorkerMirroredStrategy
+            every worker calls ``evaluate`` alike, attacks its share of the batches and
+            gets the merged report, whose per-example outcomes equal a one-process
+            ``measure(..., seed=seed)``. The gradient-masking checks run on every worker.
 
     Returns:
         A :class:`Report`: clean accuracy, accuracy, examples and seconds per
@@ -148,6 +156,7 @@ def evaluate(
     if n is not None:
         n = check_int(n, "n")
     batch_size = check_int(batch_size, "batch_size")
+    strategy = None if strategy is None else get_strategy(strategy)
     check_examples = check_int(check_examples, "check_examples")
     if checks is not False and checks is not None:
         checks = masking.select_checks(checks)
@@ -195,7 +204,8 @@ def evaluate(
     # ---- clean accuracy, then every attack on the clean-correct examples (one evaluator)
     found = measure(
         model, data if streaming else (x, y), attacks, n=n if streaming else None,
-        batch_size=batch_size, eps=eps, norm=norm, verbose=verbose,
+        batch_size=batch_size, eps=eps, norm=norm, verbose=verbose, strategy=strategy,
+        seed=None if strategy is None else seed,
     )  # fmt: skip
     report_checks = None
     if checks:

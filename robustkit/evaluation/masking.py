@@ -42,9 +42,9 @@ from robustkit.evaluation._measure import (
     export_threat,
     predict_logits,
     resolve_model,
-    robust_at_radius,
     robust_mask,
 )
+from robustkit.evaluation.radius import robust_at_radius
 from robustkit.evaluation.report import Check
 from robustkit.models.adapter import as_logits_fn
 

@@ -25,9 +25,9 @@ from robustkit.data import as_arrays
 from robustkit.evaluation._measure import (
     predict_logits,
     resolve_model,
-    robust_at_radius,
     robust_mask,
 )
+from robustkit.evaluation.radius import robust_at_radius
 from robustkit.evaluation.suites import attack_name
 from robustkit.models.adapter import as_logits_fn
 
