@@ -165,14 +165,6 @@ def tiny_imagenet(args):
     return "tiny_imagenet", args.data_dir
 
 
-def make_config(settings, smoke):
-    """A :class:`robustkit.app.TrainConfig` of ``settings`` (``smoke`` is kept for the
-    recipes' call signature: the smoke settings are already in ``settings``)."""
-    from robustkit.app import TrainConfig
-
-    return TrainConfig(**settings)
-
-
 def table1_settings(dataset, defense, norm, smoke=False):
     """The TrainConfig settings of one Table-1 cell (without data and output)."""
     settings = {**TABLE1, **DEFENSE_SETTINGS.get(defense, {})}
@@ -191,12 +183,12 @@ def out_dir(args, stem):
 def train(settings, args, stem, out=None):
     """Checks the settings, trains, measures, exports to ``out`` (default: the recipe's
     folder); prints the result line."""
-    from robustkit.app import ConfigError, train_and_export
+    from robustkit.app import ConfigError, TrainConfig, train_and_export
 
     out = out or out_dir(args, stem)
     if not args.smoke:
         settings.setdefault("backup_dir", out.rstrip("/\\") + "_backup")  # resume on rerun
-    config = make_config({**settings, "out": out}, args.smoke)
+    config = TrainConfig(**settings, out=out)
     try:
         plan = config.resolve()
     except ConfigError as e:
