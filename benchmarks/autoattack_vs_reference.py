@@ -59,6 +59,120 @@ def predict(model, x, batch_size=500):
     )
 
 
+# ------------------------------------------------------------- model-work counters
+class KerasCounter:
+    """The model behind an identity layer that counts examples through the forward pass
+    and through the backward pass (an input gradient), inside the compiled graph."""
+
+    def __init__(self, model):
+        import keras
+        import tensorflow as tf
+
+        fwd = tf.Variable(0, dtype=tf.int64, trainable=False)
+        bwd = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+        @tf.custom_gradient
+        def count(t):
+            fwd.assign_add(tf.cast(tf.shape(t)[0], tf.int64))
+
+            def grad(dy):
+                with tf.control_dependencies([bwd.assign_add(tf.cast(tf.shape(dy)[0], tf.int64))]):
+                    return tf.identity(dy)
+
+            return tf.identity(t), grad
+
+        class Count(keras.layers.Layer):
+            def call(self, t):
+                return count(t)
+
+        inp = keras.Input(model.input_shape[1:])
+        self.model = keras.Model(inp, model(Count()(inp)), name=f"counted_{model.name}")
+        self.fwd, self.bwd = fwd, bwd
+
+    def read(self):
+        return int(self.fwd.numpy()), int(self.bwd.numpy())
+
+
+class TorchCounter:
+    """The same for the torch port: a module counting forward and input-gradient examples."""
+
+    def __init__(self, net):
+        import torch
+
+        box = [0, 0]
+
+        class Grad(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, t):
+                return t.view_as(t)
+
+            @staticmethod
+            def backward(ctx, g):
+                box[1] += g.shape[0]
+                return g
+
+        class Counted(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = net
+
+            def forward(self, t):
+                box[0] += t.shape[0]
+                if torch.is_grad_enabled() and t.requires_grad:
+                    t = Grad.apply(t)
+                return self.net(t)
+
+        self.model, self.box = Counted().eval(), box
+
+    def read(self):
+        return tuple(self.box)
+
+
+def unit_costs(model, net, x, batch, reps=10):
+    """Seconds per example of one forward and of one forward + input gradient, in each
+    framework, on ``batch`` images (the model work a stage cannot avoid)."""
+    import _torch_port as P
+    import tensorflow as tf
+    import torch
+
+    xb = tf.constant(x[:batch])
+
+    @tf.function
+    def k_fwd(t):
+        return model(t, training=False)
+
+    @tf.function
+    def k_grad(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            z = tf.reduce_sum(model(t, training=False))
+        return tape.gradient(z, t)
+
+    xt = P.nchw(x[:batch])
+
+    def t_fwd():
+        with torch.no_grad():
+            return net(xt)
+
+    def t_grad():
+        t = xt.clone().requires_grad_()
+        return torch.autograd.grad(net(t).sum(), t)[0]
+
+    out = {}
+    for key, fn in (
+        ("robustkit fwd", lambda: k_fwd(xb)),
+        ("robustkit grad", lambda: k_grad(xb)),
+        ("reference fwd", t_fwd),
+        ("reference grad", t_grad),
+    ):
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        out[key] = (time.perf_counter() - t0) / reps / batch
+    return out
+
+
 def load_model(dataset, data_dir, n_test, retrain=False, seed=0):
     """``(model, x_test, y_test)``: the cached PGD-trained model and the test images."""
     s = SETTINGS[dataset]
@@ -104,8 +218,9 @@ class RobustkitPipeline:
 
     name = "robustkit"
 
-    def __init__(self, model, x, y, eps, batch_size, seed):
+    def __init__(self, model, x, y, eps, batch_size, seed, counter=None):
         self.model, self.x, self.y = model, x, y
+        self.counter = counter
         self.aa = rk.attacks.AutoAttack(eps=eps, norm="linf", batch_size=batch_size, seed=seed)
         assert self.aa.is_standard
         self.robust = np.argmax(predict(model, x), -1) == y
@@ -113,8 +228,13 @@ class RobustkitPipeline:
 
     def stage(self, name):
         idx = np.flatnonzero(self.robust)
+        self.work = (0, 0)
         if len(idx):
-            adv = np.asarray(self.aa.components[name](self.model, self.x[idx], self.y[idx]))
+            attacked = self.model if self.counter is None else self.counter.model
+            before = self.counter.read() if self.counter else (0, 0)
+            adv = np.asarray(self.aa.components[name](attacked, self.x[idx], self.y[idx]))
+            if self.counter:
+                self.work = tuple(a - b for a, b in zip(self.counter.read(), before))
             fooled = np.argmax(predict(self.model, adv), -1) != self.y[idx]
             fooled &= self.aa.threat.contains_np(adv, self.x[idx])
             self.x_adv[idx[fooled]] = adv[fooled]
@@ -127,7 +247,7 @@ class ReferencePipeline:
 
     name = "reference"
 
-    def __init__(self, net, x, y, eps, batch_size, seed):
+    def __init__(self, net, x, y, eps, batch_size, seed, counter=None):
         import _torch_port as P
         import torch
         from pyautoattack import AutoAttack
@@ -135,7 +255,9 @@ class ReferencePipeline:
         self.torch, self.P = torch, P
         self.net, self.bs = net, batch_size
         self.x, self.y = P.nchw(x), torch.from_numpy(y.astype("int64"))
-        self.aa = AutoAttack(net, norm="Linf", eps=eps, version="standard", seed=seed)
+        self.counter = counter
+        attacked = net if counter is None else counter.model
+        self.aa = AutoAttack(attacked, norm="Linf", eps=eps, version="standard", seed=seed)
         self.eps = eps
         with torch.no_grad():
             self.robust = net(self.x).argmax(1) == self.y
@@ -144,6 +266,8 @@ class ReferencePipeline:
     def stage(self, name):
         torch, aa = self.torch, self.aa
         idx_all = torch.nonzero(self.robust).flatten()
+        self.work = (0, 0)
+        before = self.counter.read() if self.counter else (0, 0)
         for start in range(0, len(idx_all), self.bs):
             idx = idx_all[start : start + self.bs]
             x, y = self.x[idx].clone(), self.y[idx].clone()
@@ -168,6 +292,8 @@ class ReferencePipeline:
             fooled &= dist <= self.eps + 1e-5
             self.robust[idx[fooled]] = False
             self.x_adv[idx[fooled]] = adv[fooled]
+        if self.counter:
+            self.work = tuple(a - b for a, b in zip(self.counter.read(), before))
         return float(self.robust.float().mean())
 
 
@@ -226,16 +352,20 @@ def main():
     print(C.machine_info())
     print(f"{args.dataset}: {n} test images, clean accuracy {100 * clean:.2f} %, eps {eps:.4f}")
 
+    # both sides attack a copy that counts its model work (examples through a forward pass,
+    # and through an input gradient); the same counted model for warm-up and timing, so
+    # that robustkit's traced functions are reused
+    k_count, t_count = KerasCounter(model), TorchCounter(net)
     # warm-up: trace robustkit's compiled functions on 2 images outside the timings
-    warm = RobustkitPipeline(model, x[:2], y[:2], eps, args.batch_size, args.seed)
+    warm = RobustkitPipeline(model, x[:2], y[:2], eps, args.batch_size, args.seed, k_count)
     warm.robust[:] = True
     for s in stages:
         warm.stage(s)
 
     runs = []
     for rep in range(args.repeats):
-        rkp = RobustkitPipeline(model, x, y, eps, args.batch_size, args.seed + rep)
-        ref = ReferencePipeline(net, x, y, eps, args.batch_size, args.seed + rep)
+        rkp = RobustkitPipeline(model, x, y, eps, args.batch_size, args.seed + rep, k_count)
+        ref = ReferencePipeline(net, x, y, eps, args.batch_size, args.seed + rep, t_count)
         rows = {}
         for s in stages:
             for pipe in (rkp, ref):
@@ -243,13 +373,24 @@ def main():
                 t0 = time.perf_counter()
                 acc = pipe.stage(s)
                 sec = time.perf_counter() - t0
-                rows[(pipe.name, s)] = (sec, acc, load)
+                rows[(pipe.name, s)] = (sec, acc, load, pipe.work)
                 print(
                     f"[{rep}] {pipe.name:>9} {s:>7}: {sec:7.1f} s, robust {100 * acc:.2f} % "
-                    f"(load {load:.2f})",
+                    f"(load {load:.2f}; examples through the model: {pipe.work[0]} forward, "
+                    f"{pipe.work[1]} with a gradient)",
                     flush=True,
                 )
         runs.append(rows)
+    # the per-example model cost at the stages' typical batch (the robust examples after
+    # the first stage, in batches of --batch-size)
+    n_rob = max(1, int(round(runs[-1][("robustkit", stages[0])][1] * n)))
+    batch = -(-n_rob // -(-n_rob // args.batch_size))
+    costs = unit_costs(model, net, x, batch)
+    print(
+        f"model cost per example at batch {batch}: "
+        + ", ".join(f"{k} {1e3 * v:.4f} ms" for k, v in costs.items()),
+        flush=True,
+    )
     ta = None
     if not args.no_torchattacks:
         load = os.getloadavg()[0]
@@ -257,7 +398,7 @@ def main():
         print(
             f"torchattacks AutoAttack: {ta[1]:.1f} s, robust {100 * ta[0]:.2f} % (load {ta[2]:.2f})"
         )
-    write(args, n, eps, clean, stages, runs, ta, gap)
+    write(args, n, eps, clean, stages, runs, ta, gap, costs, batch)
 
 
 def _commit():
@@ -272,7 +413,7 @@ def _commit():
         return "unknown"
 
 
-def write(args, n, eps, clean, stages, runs, ta, gap):
+def write(args, n, eps, clean, stages, runs, ta, gap, costs, batch):
     med = lambda v: float(np.median(v))
     table, tot = [], {"robustkit": 0.0, "reference": 0.0}
     for s in stages:
@@ -342,6 +483,41 @@ def write(args, n, eps, clean, stages, runs, ta, gap):
                 "1-min load",
             ],
             table,
+        ),
+        "",
+    ]
+    work = []
+    for s in stages:
+        row = [s.upper()]
+        for side in ("robustkit", "reference"):
+            sec = med([r[(side, s)][0] for r in runs])
+            n_fwd, n_grad = runs[-1][(side, s)][3]
+            floor = (n_fwd - n_grad) * costs[f"{side} fwd"] + n_grad * costs[f"{side} grad"]
+            row += [f"{n_fwd:,}", f"{n_grad:,}", f"{floor:.1f}", f"{sec / max(floor, 1e-9):.2f}"]
+        work.append(row)
+    lines += [
+        "Model work per stage (last repeat): examples through a forward pass (all) and through "
+        "an input gradient (of those), counted inside each side's attack; the floor is that "
+        "work at the per-example cost of the framework's own forward and forward + gradient "
+        f"at batch {batch} (robustkit/TensorFlow forward {1e3 * costs['robustkit fwd']:.4f} ms, "
+        f"+ gradient {1e3 * costs['robustkit grad']:.4f} ms; reference/PyTorch forward "
+        f"{1e3 * costs['reference fwd']:.4f} ms, + gradient "
+        f"{1e3 * costs['reference grad']:.4f} ms per example), and time / floor is what the "
+        "stage spends beyond its model work (1.00 = none).",
+        "",
+        C.markdown_table(
+            [
+                "stage",
+                "robustkit fwd",
+                "robustkit grad",
+                "robustkit floor (s)",
+                "robustkit time / floor",
+                "reference fwd",
+                "reference grad",
+                "reference floor (s)",
+                "reference time / floor",
+            ],
+            work,
         ),
         "",
     ]

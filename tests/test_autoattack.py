@@ -136,6 +136,42 @@ def test_hyperplane_box_projection(norm):
     np.testing.assert_allclose(d2, [[0.1, 0.2, 0.2]], atol=1e-5)
 
 
+def _mnist_like_rows(rng, rows=64, d=784):
+    """Rows with most pixels at 0 or 1 (ties among the knees), as FAB meets on MNIST."""
+    point = rng.uniform(size=(rows, d)).astype("float32")
+    point[rng.uniform(size=point.shape) < 0.7] = 0.0
+    point[rng.uniform(size=point.shape) < 0.1] = 1.0
+    w = rng.normal(size=(rows, d)).astype("float32")
+    w[rng.uniform(size=w.shape) < 0.05] = 0.0
+    r = rng.normal(scale=3.0, size=rows).astype("float32")
+    return point, w, r
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fast_hyperplane_solve_matches_the_sorted_one(norm, monkeypatch):
+    from robustkit.attacks import fab
+
+    rng = np.random.default_rng(1)
+    for point, w, r in (
+        (
+            rng.uniform(size=(64, 784)).astype("float32"),
+            rng.normal(size=(64, 784)).astype("float32"),
+            rng.normal(scale=3.0, size=64).astype("float32"),
+        ),
+        _mnist_like_rows(rng),
+    ):
+        r[:3] = [0.0, 1e4, -1e4]  # on the hyperplane already; unreachable both ways
+        exact = project_hyperplane_box(norm, w, r, -point, 1 - point, exact_sort=True).numpy()
+        fast = project_hyperplane_box(norm, w, r, -point, 1 - point).numpy()
+        np.testing.assert_allclose(fast, exact, atol=2e-6)
+        assert np.all(exact[0] == 0.0)
+    # with no bisection and no Newton step every row is off: the sorted fallback solves all
+    monkeypatch.setattr(fab, "_BISECT", 0)
+    monkeypatch.setattr(fab, "_NEWTON", 0)
+    fallback = project_hyperplane_box(norm, w, r, -point, 1 - point).numpy()
+    np.testing.assert_allclose(fallback, exact, atol=2e-6)
+
+
 # ------------------------------------------------------- each attack alone
 @pytest.mark.parametrize("norm,eps,loss", [("linf", 0.1, "ce"), ("l2", 1.0, "dlr")])
 def test_apgd_in_ball_and_lowers_accuracy(digits_model, digits_test, norm, eps, loss):
