@@ -521,6 +521,20 @@ def write(args, n, eps, clean, stages, runs, ta, gap, costs, batch):
         ),
         "",
     ]
+    last = runs[-1]
+    slower = [s.upper() for s in stages if last[("robustkit", s)][0] > last[("reference", s)][0]]
+    gap_pt = 100 * (last[("robustkit", stages[-1])][1] - last[("reference", stages[-1])][1])
+    total = tot["reference"] / tot["robustkit"]
+    lines += [
+        "Targets of issue #11 (AutoAttack standard >= 2x faster in total, no stage slower, "
+        "robust accuracy <= the reference's + 0.5 pt): "
+        f"total {total:.2f}x ({'met' if total >= 2 else 'missed'}); stages slower: "
+        f"{', '.join(slower) if slower else 'none'}; robust accuracy "
+        f"{gap_pt:+.1f} pt ({'met' if gap_pt <= 0.5 else 'missed'})"
+        + ("" if len(stages) == 4 else " (not every stage ran)")
+        + ".",
+        "",
+    ]
     if ta is not None:
         lines += [
             f"torchattacks 3.5.1 `AutoAttack(version='standard')`: {ta[1]:.1f} s, robust "
