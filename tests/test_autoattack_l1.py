@@ -95,6 +95,13 @@ def test_labels_and_black_box():
     assert rk.attacks.Square().label == "Square" and rk.attacks.Square.black_box
     assert not rk.attacks.APGD.black_box and not rk.attacks.FAB.black_box
     assert rk.attacks.AutoAttack().label == "AA"
+    assert rk.attacks.AutoAttack(version="rand").label == "AA-rand"
+    # a reduced budget never carries the standard's name
+    assert rk.attacks.AutoAttack(steps=40).label == "AA-40 (non-standard)"
+    assert rk.attacks.AutoAttack(n_queries=100).label == "AA (non-standard)"
+    assert rk.attacks.AutoAttack(attacks=["apgd-ce"]).label == "AA (non-standard)"
+    l1 = rk.attacks.AutoAttack(eps=12.0, norm="l1", attacks=["apgd-ce", "apgd-t"])
+    assert l1.label == "AA (non-standard)"
     assert rk.attacks.APGD.supported_norms == ("linf", "l2", "l1")
     assert "l1" not in rk.attacks.Square.supported_norms + rk.attacks.FAB.supported_norms
 

@@ -300,6 +300,14 @@ def test_model_card_is_written_and_updated(tmp_path, digits_model):
     assert "L∞ ball of radius 0.1" in card and "| PGD-40 | 359 | 97.0 % | 80.0 % ± 4.1 |" in card
     assert "AutoAttack, the field's standard check, has not been run" in card
     assert "Gradient-masking checks" in card and "Not run" in card
+    # a reduced AutoAttack is not the standard check: the caveat stays and names it
+    write_record(
+        path,
+        read_record(path).with_measurement(Measurement("AA-40 (non-standard)", 0.97, 0.8, 359)),
+    )
+    with open(os.path.join(path, "MODEL_CARD.md")) as f:
+        card = f.read()
+    assert "has not been run (only with a reduced budget: AA-40 (non-standard))" in card
     rec = read_record(path).with_measurement(Measurement("AA", 0.97, 0.75, 359))
     write_record(path, rec)
     with open(os.path.join(path, "MODEL_CARD.md")) as f:

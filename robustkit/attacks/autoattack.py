@@ -121,7 +121,15 @@ class AutoAttack(Attack):
 
     @property
     def label(self):
-        return "AA"
+        """``"AA"`` (``"AA-rand"``) for the version's published setting only; any other budget
+        says so, e.g. ``"AA-40 (non-standard)"`` for ``steps=40``, so that a report never
+        shows a reduced run under the standard's name."""
+        name = "AA" if self.version == "standard" else "AA-rand"
+        if self.is_standard:
+            return name
+        if self.steps is not None:
+            name += f"-{self.steps}"
+        return name + " (non-standard)"
 
     @property
     def components(self):

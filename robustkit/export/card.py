@@ -20,6 +20,9 @@ import math
 
 CARD_FILE = "MODEL_CARD.md"
 _LABELS = {"linf": "L∞", "l2": "L2", "l1": "L1"}
+#: measurement names of AutoAttack's published settings (reduced budgets are labelled
+#: e.g. "AA-40 (non-standard)" and do not count as the standard check)
+STANDARD_AA_NAMES = frozenset({"AA", "AA-rand", "AutoAttack"})
 
 
 def _pct(value):
@@ -157,11 +160,13 @@ def card_markdown(record, name=None):
         "for the threat model above and nothing else (larger radii, other norms, corruptions, "
         "rotations are not covered)."
     )
-    names = {m.attack.split(" ")[0] for m in record.measurements}
-    if record.measurements and not any(n.startswith(("AA", "AutoAttack")) for n in names):
+    names = {m.attack for m in record.measurements}
+    if record.measurements and not names & STANDARD_AA_NAMES:
+        reduced = sorted(n for n in names if n.startswith("AA"))
         lines.append(
-            "- AutoAttack, the field's standard check, has not been run "
-            "(`robustkit evaluate PATH --suite aa --update`)."
+            "- AutoAttack, the field's standard check, has not been run"
+            + (f" (only with a reduced budget: {', '.join(reduced)})" if reduced else "")
+            + " (`robustkit evaluate PATH --suite aa --update`)."
         )
     if any("no eps-ball check" in (m.evaluator or "") for m in record.measurements):
         lines.append(
