@@ -308,6 +308,11 @@ def test_model_card_is_written_and_updated(tmp_path, digits_model):
     with open(os.path.join(path, "MODEL_CARD.md")) as f:
         card = f.read()
     assert "has not been run (only with a reduced budget: AA-40 (non-standard))" in card
+    write_record(
+        path, read_record(path).with_measurement(Measurement("AA (non-standard)", 0.97, 0.8, 359))
+    )
+    with open(os.path.join(path, "MODEL_CARD.md")) as f:
+        assert "reduced budget: AA (non-standard), AA-40 (non-standard))" in f.read()
     rec = read_record(path).with_measurement(Measurement("AA", 0.97, 0.75, 359))
     write_record(path, rec)
     with open(os.path.join(path, "MODEL_CARD.md")) as f:

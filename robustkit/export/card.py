@@ -25,6 +25,12 @@ _LABELS = {"linf": "L∞", "l2": "L2", "l1": "L1"}
 STANDARD_AA_NAMES = frozenset({"AA", "AA-rand", "AutoAttack"})
 
 
+def _is_standard_aa(name):
+    """Whether a measurement name (an attack label, maybe followed by `` (linf, eps=...)``)
+    is AutoAttack's published setting."""
+    return name.split(" ")[0] in STANDARD_AA_NAMES and "non-standard" not in name
+
+
 def _pct(value):
     return "–" if value is None else f"{100 * value:.1f} %"
 
@@ -161,7 +167,7 @@ def card_markdown(record, name=None):
         "rotations are not covered)."
     )
     names = {m.attack for m in record.measurements}
-    if record.measurements and not names & STANDARD_AA_NAMES:
+    if record.measurements and not any(_is_standard_aa(n) for n in names):
         reduced = sorted(n for n in names if n.startswith("AA"))
         lines.append(
             "- AutoAttack, the field's standard check, has not been run"
