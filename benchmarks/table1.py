@@ -28,7 +28,10 @@ judged on the per-seed paired differences (same seed, same test images).
 
 Resumable: trained models, estimators and results are cached under
 ``benchmarks/.cache/table1/<dataset>_<norm><tag>/``; the table is rewritten after every
-row to ``benchmarks/results/table1_<dataset>_<norm><tag>.md``.
+row to ``benchmarks/results/table1_<dataset>_<norm><tag>.md``. ``--results FILE`` keeps the
+per-row results in a file of your choice instead (e.g. under ``benchmarks/results/``, committed),
+so that a table too long for one sitting (CIFAR-10: about two hours per seed here) is built one
+seed at a time; the table states which seeds it holds.
 
 Run:  python benchmarks/table1.py --dataset mnist [--norm l2] [--seeds 0,1,2] ...
 """
@@ -107,6 +110,13 @@ def parse():
     p.add_argument("--features", type=int, default=256, help="estimator width (paper 2048)")
     p.add_argument("--base-filters", type=int, default=8, help="CIFAR ResNet-18 width")
     p.add_argument("--tag", default="")
+    p.add_argument(
+        "--results",
+        default=None,
+        help="the per-row results file (default: in the cache). Point it at a file under "
+        "benchmarks/results/ to build a table one seed per session (finished rows are skipped; "
+        "the NAMID rows of a seed need its Standard row's model, so finish a seed in one go)",
+    )
     return p.parse_args()
 
 
@@ -268,7 +278,8 @@ def write_table(args, s, results, elapsed):
     lines = [
         f"# Table 1 at CPU scale, released NAMID: {args.dataset}, {args.norm} "
         "(`benchmarks/table1.py`)", "",
-        f"Command: `python benchmarks/table1.py {' '.join(sys.argv[1:])}`", "",
+        f"Command: `python benchmarks/table1.py {' '.join(sys.argv[1:])}`; seeds in this "
+        f"table: {sorted({int(k.split('|')[2]) for k in results if k.count('|') == 2})}", "",
         f"Machine: {C.machine_info()}; shared with other jobs. Wall time of this "
         f"invocation: {elapsed / 60:.0f} min.", "",
         f"Setting: {args.norm} eps {s['eps']:.4g}; {len(s['x_tr'])} training images (class "
@@ -337,7 +348,7 @@ def main():
         sys.exit(f"rows must be in {ROWS}, runs in {list(RUNS)}")
     folder = os.path.join(C.CACHE, "table1", f"{args.dataset}_{args.norm}{args.tag}")
     stages = Stages(folder, s, args)
-    cache = os.path.join(folder, "results.json")
+    cache = args.results or os.path.join(folder, "results.json")
     results = {}
     if os.path.exists(cache) and not args.retrain:
         with open(cache) as f:
