@@ -102,7 +102,8 @@ class TIDIM(MIM):
         norm: ``"linf"`` (default) or ``"l2"``.
         loop, random_start, restarts, early_stop, loss, bounds, batch_size,
             jit_compile, seed: see :class:`~robustkit.attacks.MIM` (the padding of the
-            diverse inputs is ``bounds[0]``).
+            diverse inputs is ``bounds[0]``; ``seed`` seeds their draws too, so a new
+            ``TIDIM`` with the same seed repeats the run).
 
     Evaluation calls return the most adversarial iterate judged on the
     untransformed image (one extra forward pass per step); ``early_stop`` judges
@@ -221,20 +222,24 @@ class TIDIM(MIM):
     def _needs_separate_eval(self):
         return True
 
+    def _draw_seed(self, k):
+        """Op-level seed of the diverse inputs' ``k``-th draw (None when unseeded)."""
+        return None if self.seed is None else self.seed + 100 + k
+
     def _diverse(self, x):
         """Random resize-and-pad, applied per example with probability ``p``."""
         if self.p == 0:
             return x
         h, w = int(x.shape[1]), int(x.shape[2])
         low = max(1, int(math.ceil(self.resize_rate * min(h, w))))
-        size = tf.random.uniform([], low, min(h, w) + 1, dtype=tf.int32)
+        size = tf.random.uniform([], low, min(h, w) + 1, dtype=tf.int32, seed=self._draw_seed(1))
         resized = tf.image.resize(x, tf.stack([size, size]), method="nearest")
-        top = tf.random.uniform([], 0, h - size + 1, dtype=tf.int32)
-        left = tf.random.uniform([], 0, w - size + 1, dtype=tf.int32)
+        top = tf.random.uniform([], 0, h - size + 1, dtype=tf.int32, seed=self._draw_seed(2))
+        left = tf.random.uniform([], 0, w - size + 1, dtype=tf.int32, seed=self._draw_seed(3))
         pads = [[0, 0], [top, h - size - top], [left, w - size - left], [0, 0]]
         padded = tf.pad(resized, pads, constant_values=self.bounds[0])
         padded = tf.ensure_shape(padded, x.shape)
-        apply = tf.random.uniform([tf.shape(x)[0], 1, 1, 1]) < self.p
+        apply = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], seed=self._draw_seed(4)) < self.p
         return tf.where(apply, padded, x)
 
     def _smooth(self, grad):

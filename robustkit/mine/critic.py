@@ -159,9 +159,10 @@ def dv_all_pairs(t):
     return bounds.dv(joint, flat)
 
 
-def random_perm(batch, k):
-    """One uniformly random permutation of ``range(k)`` per example, (batch, k)."""
-    return tf.argsort(tf.random.uniform([batch, k]), axis=-1)
+def random_perm(batch, k, seed=None):
+    """One uniformly random permutation of ``range(k)`` per example, (batch, k); ``seed``:
+    op-level seed (a seeded op repeats its sequence of draws in a new graph)."""
+    return tf.argsort(tf.random.uniform([batch, k], seed=seed), axis=-1)
 
 
 __all__ = ["BatchedCritic", "dv_all_pairs", "random_perm"]

@@ -111,7 +111,8 @@ class PerSampleMINE:
         seed: seeds the projections and the statistics networks' initial weights
             (stateless: example i of every call starts from the same network, so
             an estimate is a deterministic function of its inputs; ``None``
-            draws fresh weights every call). Default 0.
+            draws fresh weights every call) and the marginal's permutations
+            (op-level: a new estimator with the same seed repeats them). Default 0.
         batch_size: examples per compiled call.
     """
 
@@ -194,6 +195,10 @@ class PerSampleMINE:
         return BatchedCritic(sample_shape, self.filters, self.hidden, self.out)
 
     # ------------------------------------------------------ graph-level pieces
+    def _draw_seed(self, k):
+        """Op-level seed of the marginal's ``k``-th permutation draw (None when unseeded)."""
+        return None if self.seed is None else self.seed + 1000 + k
+
     def init_state(self, critic, batch):
         """Fresh per-example parameters (seeded by ``seed``) and Adam state."""
         params = critic.init(batch, seed=self.seed)
@@ -211,7 +216,7 @@ class PerSampleMINE:
             return dv_all_pairs(critic.pair_scores(params, ha, hb))
         b, k = tf.shape(ha)[0], tf.shape(ha)[1]
         shuffles = 1 if self.marginal == "release" else shuffles
-        perms = [random_perm(b, k) for _ in range(shuffles)]
+        perms = [random_perm(b, k, seed=self._draw_seed(2 + i)) for i in range(shuffles)]
         joint, marg = critic.scores_from_branches(params, ha, hb, perms)
         return bounds.dv(joint, marg)
 
@@ -235,7 +240,7 @@ class PerSampleMINE:
         (True, True)
         """
         b, k = tf.shape(ha)[0], int(ha.shape[1])
-        perm = random_perm(b, k)
+        perm = random_perm(b, k, seed=self._draw_seed(1))
         if self.marginal == "all_pairs" or k <= MAX_ALL_PAIRS:
             t = critic.pair_scores(params, ha, hb)
             bounded = dv_all_pairs(t)
