@@ -47,6 +47,12 @@ UNROLL_LIMITS = {"train": 10, "eval": 1}
 WHILE_CHUNK = 4
 
 
+def sub_seed(seed, offset):
+    """The op-level seed ``seed + offset`` of one random draw of a run seeded ``seed``;
+    ``None`` stays ``None`` (unseeded). Each draw of a run takes its own offset."""
+    return None if seed is None else seed + offset
+
+
 def check_loop(loop):
     """``loop`` if it is one of :data:`LOOPS`, else a ``ValueError`` naming ``loop``."""
     return check_choice(loop, set(LOOPS), "loop")

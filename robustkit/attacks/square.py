@@ -42,12 +42,6 @@ def margin(logits, y):
     return -losses.margin(logits, y)
 
 
-def _op(seed, k):
-    """The op-level seed of the ``k``-th random draw of a run seeded ``seed`` (None: unseeded).
-    Each draw gets its own, so with ``seed=`` set every proposal is reproducible."""
-    return None if seed is None else seed + k
-
-
 def _pseudo_gaussian_table(size):
     """``T[D, d] = sum_{k=0}^{d} 1 / (D + 1 - k)^2``: ring values of the paper's
     pseudo-Gaussian square (``d`` rings in from the border, ``D`` the centre ring)."""
@@ -241,7 +235,9 @@ class Square(Attack):
         """A candidate point: the window set, per channel, to one random ``+-eps`` (inside
         the ball by construction, so only the box clip is needed)."""
         batch, c, eps = tf.shape(x)[0], int(x.shape[3]), self.eps
-        prop = eps * tf.sign(tf.random.uniform([batch, 1, 1, c], -1.0, 1.0, seed=_op(seed, 2)))
+        prop = eps * tf.sign(
+            tf.random.uniform([batch, 1, 1, c], -1.0, 1.0, seed=engine.sub_seed(seed, 2))
+        )
         prop = tf.where(prop == 0, eps * tf.ones_like(prop), prop)
         cand = self.threat.clip(x + tf.where(inside, prop, delta))
         changed = tf.reduce_any(
@@ -255,7 +251,7 @@ class Square(Attack):
         random meta pseudo-Gaussian, projected into the L2 ball and the box."""
         batch, h, w, c = tf.shape(x)[0], int(x.shape[1]), int(x.shape[2]), int(x.shape[3])
         eps = self.eps
-        inside2, _, _ = self._window(batch, h, w, s, seed=_op(seed, 2))
+        inside2, _, _ = self._window(batch, h, w, s, seed=engine.sub_seed(seed, 2))
         union = tf.logical_or(inside, inside2)
         sq = tf.square(delta)
         norm_union = tf.sqrt(tf.reduce_sum(tf.where(union, sq, 0.0), axis=[1, 2]))  # (B, C)
@@ -264,13 +260,15 @@ class Square(Attack):
         target = tf.sqrt(tf.square(norm_union) + slack[:, None])
         old = tf.where(inside, delta, 0.0)
         old = old / (tf.sqrt(tf.reduce_sum(tf.square(old), axis=[1, 2], keepdims=True)) + _TINY)
-        transpose = tf.random.uniform([batch], seed=_op(seed, 3)) < 0.5
+        transpose = tf.random.uniform([batch], seed=engine.sub_seed(seed, 3)) < 0.5
         pattern = self._meta_gaussian(table, lr, lc, s, transpose)[..., None]
         pattern = tf.where(inside, pattern, 0.0)
         pattern = pattern / (
             tf.sqrt(tf.reduce_sum(tf.square(pattern), axis=[1, 2], keepdims=True)) + _TINY
         )
-        sign = tf.sign(tf.random.uniform([batch, 1, 1, c], -1.0, 1.0, seed=_op(seed, 4)))
+        sign = tf.sign(
+            tf.random.uniform([batch, 1, 1, c], -1.0, 1.0, seed=engine.sub_seed(seed, 4))
+        )
         new = old + sign * pattern
         new = new / (tf.sqrt(tf.reduce_sum(tf.square(new), axis=[1, 2], keepdims=True)) + _TINY)
         new = new * target[:, None, None, :]
@@ -299,7 +297,7 @@ class Square(Attack):
         def step(k, act, best):
             idx, x0, y_a, cur, cur_m = act
             s = self._side(k + 1, h, w)
-            inside, lr, lc = self._window(tf.shape(idx)[0], h, w, s, seed=_op(seed, 1))
+            inside, lr, lc = self._window(tf.shape(idx)[0], h, w, s, seed=engine.sub_seed(seed, 1))
             cand = self._propose(x0, cur - x0, inside, lr, lc, s, table, seed=seed)
             m = margin(model_fn(cand), y_a)
             accept = m < cur_m

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from robustkit import losses
 from robustkit._validation import check_int, check_non_negative, check_positive
+from robustkit.attacks import engine
 from robustkit.attacks.mim import MIM
 
 __all__ = ["TIDIM", "gaussian_kernel", "scaled_kernel"]
@@ -222,24 +223,29 @@ class TIDIM(MIM):
     def _needs_separate_eval(self):
         return True
 
-    def _draw_seed(self, k):
-        """Op-level seed of the diverse inputs' ``k``-th draw (None when unseeded)."""
-        return None if self.seed is None else self.seed + 100 + k
-
     def _diverse(self, x):
         """Random resize-and-pad, applied per example with probability ``p``."""
         if self.p == 0:
             return x
         h, w = int(x.shape[1]), int(x.shape[2])
         low = max(1, int(math.ceil(self.resize_rate * min(h, w))))
-        size = tf.random.uniform([], low, min(h, w) + 1, dtype=tf.int32, seed=self._draw_seed(1))
+        size = tf.random.uniform(
+            [], low, min(h, w) + 1, dtype=tf.int32, seed=engine.sub_seed(self.seed, 101)
+        )
         resized = tf.image.resize(x, tf.stack([size, size]), method="nearest")
-        top = tf.random.uniform([], 0, h - size + 1, dtype=tf.int32, seed=self._draw_seed(2))
-        left = tf.random.uniform([], 0, w - size + 1, dtype=tf.int32, seed=self._draw_seed(3))
+        top = tf.random.uniform(
+            [], 0, h - size + 1, dtype=tf.int32, seed=engine.sub_seed(self.seed, 102)
+        )
+        left = tf.random.uniform(
+            [], 0, w - size + 1, dtype=tf.int32, seed=engine.sub_seed(self.seed, 103)
+        )
         pads = [[0, 0], [top, h - size - top], [left, w - size - left], [0, 0]]
         padded = tf.pad(resized, pads, constant_values=self.bounds[0])
         padded = tf.ensure_shape(padded, x.shape)
-        apply = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], seed=self._draw_seed(4)) < self.p
+        apply = (
+            tf.random.uniform([tf.shape(x)[0], 1, 1, 1], seed=engine.sub_seed(self.seed, 104))
+            < self.p
+        )
         return tf.where(apply, padded, x)
 
     def _smooth(self, grad):

@@ -195,10 +195,6 @@ class PerSampleMINE:
         return BatchedCritic(sample_shape, self.filters, self.hidden, self.out)
 
     # ------------------------------------------------------ graph-level pieces
-    def _draw_seed(self, k):
-        """Op-level seed of the marginal's ``k``-th permutation draw (None when unseeded)."""
-        return None if self.seed is None else self.seed + 1000 + k
-
     def init_state(self, critic, batch):
         """Fresh per-example parameters (seeded by ``seed``) and Adam state."""
         params = critic.init(batch, seed=self.seed)
@@ -216,7 +212,9 @@ class PerSampleMINE:
             return dv_all_pairs(critic.pair_scores(params, ha, hb))
         b, k = tf.shape(ha)[0], tf.shape(ha)[1]
         shuffles = 1 if self.marginal == "release" else shuffles
-        perms = [random_perm(b, k, seed=self._draw_seed(2 + i)) for i in range(shuffles)]
+        perms = [
+            random_perm(b, k, seed=engine.sub_seed(self.seed, 1002 + i)) for i in range(shuffles)
+        ]
         joint, marg = critic.scores_from_branches(params, ha, hb, perms)
         return bounds.dv(joint, marg)
 
@@ -240,7 +238,7 @@ class PerSampleMINE:
         (True, True)
         """
         b, k = tf.shape(ha)[0], int(ha.shape[1])
-        perm = random_perm(b, k, seed=self._draw_seed(1))
+        perm = random_perm(b, k, seed=engine.sub_seed(self.seed, 1001))
         if self.marginal == "all_pairs" or k <= MAX_ALL_PAIRS:
             t = critic.pair_scores(params, ha, hb)
             bounded = dv_all_pairs(t)
