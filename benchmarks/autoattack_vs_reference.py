@@ -179,29 +179,28 @@ def unit_costs(model, net, x, batch, reps=10):
     return out
 
 
+def build_model(dataset):
+    """The benchmark's architecture for ``dataset`` (fresh weights)."""
+    if dataset == "mnist":
+        return rk.models.small_cnn((28, 28, 1), width=16, dense=64, name="mnist_pgdat_aa")
+    return rk.models.resnet18((32, 32, 3), base_filters=16, name="cifar_pgdat_aa")
+
+
 def load_model(dataset, data_dir, n_test, retrain=False, seed=0):
     """``(model, x_test, y_test)``: the cached PGD-trained model and the test images."""
     s = SETTINGS[dataset]
     if dataset == "mnist":
         x_tr, y_tr, x_te, y_te = C.mnist(data_dir, s["n_train"], n_test, seed=seed)
-
-        def build():
-            return rk.models.small_cnn((28, 28, 1), width=16, dense=64, name="mnist_pgdat_aa")
-
         name = f"attack_speed_pgdat_{s['n_train']}_{s['epochs']}"  # shared with attack_speed.py
     else:
         x_tr, y_tr = rk.data.load("cifar10_test_files", "train", data_dir)
         x_te, y_te = rk.data.subset(
             *rk.data.load("cifar10_test_files", "test", data_dir), n_test, seed=seed
         )
-
-        def build():
-            return rk.models.resnet18((32, 32, 3), base_filters=16, name="cifar_pgdat_aa")
-
         name = f"aa_ref_cifar_resnet18w16_{s['epochs']}"
     model = C.cached(
         name,
-        build,
+        lambda: build_model(dataset),
         lambda m: C.train_pgd_at(
             m,
             x_tr,

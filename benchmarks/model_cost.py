@@ -26,22 +26,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C
 import keras
 import numpy as np
-from autoattack_vs_reference import unit_costs
+from autoattack_vs_reference import build_model, unit_costs
 
-rk = C.rk
-SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 KEYS = ("robustkit fwd", "robustkit grad", "reference fwd", "reference grad")
-
-
-def build(dataset):
-    if dataset == "mnist":
-        return rk.models.small_cnn((28, 28, 1), width=16, dense=64)
-    return rk.models.resnet18((32, 32, 3), base_filters=16)
 
 
 def main():
     p = C.base_parser(__doc__.splitlines()[0])
-    p.add_argument("--dataset", choices=sorted(SHAPES), default="cifar10")
+    p.add_argument("--dataset", choices=["cifar10", "mnist"], default="cifar10")
     p.add_argument("--batches", default="124,372,1116", help="comma-separated batch sizes")
     p.add_argument("--reps", type=int, default=10, help="calls timed per cell and round")
     p.set_defaults(repeats=5)
@@ -55,9 +47,9 @@ def main():
     import _torch_port as P
 
     keras.utils.set_random_seed(args.seed)
-    model = build(args.dataset)
+    model = build_model(args.dataset)
     net = P.to_torch(model)
-    x = np.random.default_rng(args.seed).uniform(size=(max(batches),) + SHAPES[args.dataset])
+    x = np.random.default_rng(args.seed).uniform(size=(max(batches),) + model.input_shape[1:])
     x = x.astype("float32")
     print(C.machine_info(), flush=True)
     cells = {b: {k: [] for k in KEYS} for b in batches}
