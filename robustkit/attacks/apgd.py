@@ -208,7 +208,7 @@ class APGD(Attack):
         use_target = target is not None
         target = tf.zeros_like(y) if target is None else tf.cast(target, tf.int64)
         tgt = (lambda t: t) if use_target else (lambda t: None)
-        seed = None if self.seed is None else self.seed + 1000 * restart
+        seed = engine.sub_seed(self.seed, 1000 * restart)
         # drawn for the whole batch: an example's start does not depend on which others
         # are still being attacked
         start = threat.random_start(x, kind="uniform", seed=seed)

@@ -319,7 +319,7 @@ class FAB(Attack):
             radius = tf.where(
                 tf.math.is_finite(best_norm), tf.minimum(best_norm, self.eps), self.eps
             )
-        seed = None if self.seed is None else self.seed + 1
+        seed = engine.sub_seed(self.seed, 1)
         rand = self.threat.random_start(x0, eps=0.5 * radius + _TINY, seed=seed)
         if isinstance(restart, int):
             return x0 if restart == 0 else rand

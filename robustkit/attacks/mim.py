@@ -177,7 +177,7 @@ class MIM(Attack):
 
     # ---------------------------------------------------------------- helpers
     def _start(self, x, eps, start, restart):
-        seed = None if self.seed is None else self.seed + restart
+        seed = engine.sub_seed(self.seed, restart)
         return self.threat.random_start(x, eps, kind=start, seed=seed)
 
     def _advance(self, x_adv, x, g, grad, eps):

@@ -164,7 +164,7 @@ class PGD(Attack):
 
     # ---------------------------------------------------------------- helpers
     def _start(self, x, eps, start, restart):
-        seed = None if self.seed is None else self.seed + restart
+        seed = engine.sub_seed(self.seed, restart)
         return self.threat.random_start(x, eps, kind=start, seed=seed)
 
     def _ascend(self, x_adv, x, grad, eps, ratio):

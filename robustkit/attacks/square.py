@@ -285,7 +285,7 @@ class Square(Attack):
     def _run(self, model_fn, x, y, best, idx, restart):
         tracker = self._tracker
         h, w = int(x.shape[1]), int(x.shape[2])
-        seed = None if self.seed is None else self.seed + 1000 * restart
+        seed = engine.sub_seed(self.seed, 1000 * restart)
         table = _pseudo_gaussian_table(max(h, w))
         x0, y_a = engine.gather((x, y), idx)
         x_init = self.threat.project(x0 + self._init_delta(x0, seed, table), x0)

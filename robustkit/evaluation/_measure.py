@@ -36,6 +36,7 @@ import tensorflow as tf
 from robustkit import _log
 from robustkit import threat as threat_lib
 from robustkit._validation import check_int, check_labels
+from robustkit.attacks import engine
 from robustkit.data import as_arrays
 from robustkit.distributed import get_strategy, sharding
 from robustkit.evaluation.report import AttackResult
@@ -286,7 +287,7 @@ def _measure_stream(model, fn, data, attacks, n, batch_size, eps, norm, verbose,
         check_labels(yb, n=len(xb), num_classes=int(logits.shape[-1]), name="data labels")
         ok = sharding.chief_mask(strategy, np.argmax(logits, axis=-1) == yb)
         clean_seconds += time.perf_counter() - start
-        chunk_seed = None if seed is None else seed + 7919 * len(correct)
+        chunk_seed = engine.sub_seed(seed, 7919 * len(correct))
         correct.append(ok)
         for label, atk in attacks.items():
             mask, result = robust_mask(atk, model, fn, xb, yb, ok, batch_size, eps, norm, label,

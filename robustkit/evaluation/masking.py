@@ -36,7 +36,7 @@ import tensorflow as tf
 from robustkit import losses
 from robustkit import threat as threat_lib
 from robustkit._validation import check_choice, check_int, check_positive
-from robustkit.attacks import FGSM, PGD
+from robustkit.attacks import FGSM, PGD, engine
 from robustkit.data import as_arrays
 from robustkit.evaluation._measure import (
     export_threat,
@@ -282,7 +282,7 @@ def run_checks(
     m = min(int(n), len(x))
     xs, ys, cs = x[:m], y[:m], correct[:m]
     # One PGD-40 (a single trace) serves the suite radius and the unbounded one.
-    attack40, cache = _pgd(eps, 40, norm, None if seed is None else seed + 1), {}
+    attack40, cache = _pgd(eps, 40, norm, engine.sub_seed(seed, 1)), {}
 
     def pgd40(radius):
         return float(
