@@ -111,6 +111,13 @@ def parse():
     p.add_argument("--base-filters", type=int, default=8, help="CIFAR ResNet-18 width")
     p.add_argument("--tag", default="")
     p.add_argument(
+        "--reevaluate",
+        action="store_true",
+        help="measure the robust columns again (AA-40, or CW / DDN) for --seeds' finished rows "
+        "from their cached models (nothing trained; a row without a cached model is an error); "
+        "the previous values stay in the row under '<column>_before'",
+    )
+    p.add_argument(
         "--results",
         default=None,
         help="the per-row results file (default: in the cache). Point it at a file under "
@@ -164,6 +171,14 @@ def evaluate(model, s, args, seed):
     out = {"clean": acc(x, y)}
     out["pgd40"] = rk.evaluation.measure(model, (x, y), FACTORIES["PGD-40"](eps, norm, seed=seed))
     out["pgd40"] = out["pgd40"].robust_accuracy
+    out.update(robust_columns(model, s, args, seed))
+    return out
+
+
+def robust_columns(model, s, args, seed):
+    """AA-40 (linf) or CW and DDN (l2) on the first ``--robust-examples`` test images."""
+    x, y, eps, norm = s["x_te"], s["y_te"], s["eps"], args.norm
+    out = {}
     n = min(args.robust_examples, len(x))
     if norm == "linf":
         steps = None if args.aa == "standard" else 40
@@ -339,6 +354,33 @@ def write_table(args, s, results, elapsed):
     return C.write_result(name, "\n".join(lines) + "\n", not args.no_write)
 
 
+def reevaluate(args, s, stages, results, cache):
+    """``--reevaluate``: the robust columns of ``--seeds``' finished rows, again."""
+    seeds = {v for v in args.seeds.split(",")}
+    keys = [k for k in results if k.count("|") == 2 and k.split("|")[2] in seeds]
+    keys = [k for k in keys if k.split("|")[0] in args.rows.split(",")]
+    paths = {k: os.path.join(stages.folder, f"{k.replace('|', '_')}.weights.h5") for k in keys}
+    missing = [k for k, path in paths.items() if not os.path.exists(path)]
+    if missing:
+        sys.exit(f"--reevaluate: no cached model for {missing} in {stages.folder}")
+    for key in keys:
+        t = time.time()
+        model = s["model_fn"]()
+        model.load_weights(paths[key])
+        new = robust_columns(model, s, args, int(key.split("|")[2]))
+        row = results[key]
+        for col, value in new.items():
+            if col != "robust_n":
+                row.setdefault(f"{col}_before", row[col])
+            row[col] = value
+        with open(cache, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"{key:18s} " + "  ".join(
+            f"{c} {100 * row[f'{c}_before']:.1f} -> {100 * v:.1f}"
+            for c, v in new.items() if c != "robust_n") + f"  ({time.time() - t:.0f} s)",
+            flush=True)  # fmt: skip
+
+
 def main():
     args = parse()
     print(C.machine_info(), flush=True)
@@ -354,6 +396,8 @@ def main():
         with open(cache) as f:
             results = json.load(f)
     t0 = time.time()
+    if args.reevaluate:
+        return reevaluate(args, s, stages, results, cache)
     for seed in [int(v) for v in args.seeds.split(",")]:
         todo = []  # (row, steps): the release run's baselines first (Standard = the target)
         for run in runs:

@@ -53,6 +53,33 @@ def sub_seed(seed, offset):
     return None if seed is None else seed + offset
 
 
+#: op seeds of the successive copies of one draw are this far apart (offsets stay below)
+_COPY_STRIDE = 1_000_003
+
+
+def op_seed(owner, offset):
+    """The op-level seed of the next copy of draw ``offset`` built for ``owner`` (an
+    object with a ``seed``; ``None`` stays ``None``).
+
+    Seeded random ops that share an op seed in one graph return the same values, and one
+    graph holds several copies of an attack step (a Python-unrolled loop, the
+    :data:`WHILE_CHUNK` steps of a loop iteration): every copy takes its own seed, so the
+    steps draw anew while a new ``owner`` with the same seed, traced the same way, still
+    repeats the run.
+
+    >>> class Run:
+    ...     seed = 7
+    >>> run = Run()
+    >>> op_seed(run, 1) != op_seed(run, 1), op_seed(Run(), 1) == sub_seed(7, 1)
+    (True, True)
+    """
+    if owner.seed is None:
+        return None
+    copies = owner.__dict__.get("_op_seed_copies", 0)
+    owner._op_seed_copies = copies + 1
+    return owner.seed + offset + _COPY_STRIDE * copies
+
+
 def check_loop(loop):
     """``loop`` if it is one of :data:`LOOPS`, else a ``ValueError`` naming ``loop``."""
     return check_choice(loop, set(LOOPS), "loop")

@@ -231,12 +231,12 @@ class Square(Attack):
         delta = tf.reshape(per_pixel, [batch, h, w, c]) * pattern[None, :, :, None]
         return delta / (self.threat.norm_of(delta)[:, None, None, None] + _TINY) * self.eps
 
-    def _propose_linf(self, x, delta, inside, lr, lc, s, table, seed=None):
+    def _propose_linf(self, x, delta, inside, lr, lc, s, table, offset=0):
         """A candidate point: the window set, per channel, to one random ``+-eps`` (inside
         the ball by construction, so only the box clip is needed)."""
         batch, c, eps = tf.shape(x)[0], int(x.shape[3]), self.eps
         prop = eps * tf.sign(
-            tf.random.uniform([batch, 1, 1, c], -1.0, 1.0, seed=engine.sub_seed(seed, 2))
+            tf.random.uniform([batch, 1, 1, c], -1.0, 1.0, seed=engine.op_seed(self, offset + 2))
         )
         prop = tf.where(prop == 0, eps * tf.ones_like(prop), prop)
         cand = self.threat.clip(x + tf.where(inside, prop, delta))
@@ -246,12 +246,12 @@ class Square(Attack):
         prop = tf.where(changed, prop, -prop)  # same values as now: flip the sign
         return self.threat.clip(x + tf.where(inside, prop, delta))
 
-    def _propose_l2(self, x, delta, inside, lr, lc, s, table, seed=None):
+    def _propose_l2(self, x, delta, inside, lr, lc, s, table, offset=0):
         """A candidate point: a second window's mass moved into the first, plus a
         random meta pseudo-Gaussian, projected into the L2 ball and the box."""
         batch, h, w, c = tf.shape(x)[0], int(x.shape[1]), int(x.shape[2]), int(x.shape[3])
         eps = self.eps
-        inside2, _, _ = self._window(batch, h, w, s, seed=engine.sub_seed(seed, 2))
+        inside2, _, _ = self._window(batch, h, w, s, seed=engine.op_seed(self, offset + 2))
         union = tf.logical_or(inside, inside2)
         sq = tf.square(delta)
         norm_union = tf.sqrt(tf.reduce_sum(tf.where(union, sq, 0.0), axis=[1, 2]))  # (B, C)
@@ -260,14 +260,14 @@ class Square(Attack):
         target = tf.sqrt(tf.square(norm_union) + slack[:, None])
         old = tf.where(inside, delta, 0.0)
         old = old / (tf.sqrt(tf.reduce_sum(tf.square(old), axis=[1, 2], keepdims=True)) + _TINY)
-        transpose = tf.random.uniform([batch], seed=engine.sub_seed(seed, 3)) < 0.5
+        transpose = tf.random.uniform([batch], seed=engine.op_seed(self, offset + 3)) < 0.5
         pattern = self._meta_gaussian(table, lr, lc, s, transpose)[..., None]
         pattern = tf.where(inside, pattern, 0.0)
         pattern = pattern / (
             tf.sqrt(tf.reduce_sum(tf.square(pattern), axis=[1, 2], keepdims=True)) + _TINY
         )
         sign = tf.sign(
-            tf.random.uniform([batch, 1, 1, c], -1.0, 1.0, seed=engine.sub_seed(seed, 4))
+            tf.random.uniform([batch, 1, 1, c], -1.0, 1.0, seed=engine.op_seed(self, offset + 4))
         )
         new = old + sign * pattern
         new = new / (tf.sqrt(tf.reduce_sum(tf.square(new), axis=[1, 2], keepdims=True)) + _TINY)
@@ -285,10 +285,12 @@ class Square(Attack):
     def _run(self, model_fn, x, y, best, idx, restart):
         tracker = self._tracker
         h, w = int(x.shape[1]), int(x.shape[2])
-        seed = engine.sub_seed(self.seed, 1000 * restart)
+        offset = 1000 * restart  # this run's draws: op seeds from seed + offset on
         table = _pseudo_gaussian_table(max(h, w))
         x0, y_a = engine.gather((x, y), idx)
-        x_init = self.threat.project(x0 + self._init_delta(x0, seed, table), x0)
+        x_init = self.threat.project(
+            x0 + self._init_delta(x0, engine.op_seed(self, offset), table), x0
+        )
         m = margin(model_fn(x_init), y_a)
         fooled = m <= 0
         best = tracker.update_rows(best, idx, x_init, fooled, -m, tf.where(fooled, -m, -np.inf))
@@ -297,8 +299,10 @@ class Square(Attack):
         def step(k, act, best):
             idx, x0, y_a, cur, cur_m = act
             s = self._side(k + 1, h, w)
-            inside, lr, lc = self._window(tf.shape(idx)[0], h, w, s, seed=engine.sub_seed(seed, 1))
-            cand = self._propose(x0, cur - x0, inside, lr, lc, s, table, seed=seed)
+            inside, lr, lc = self._window(
+                tf.shape(idx)[0], h, w, s, seed=engine.op_seed(self, offset + 1)
+            )
+            cand = self._propose(x0, cur - x0, inside, lr, lc, s, table, offset=offset)
             m = margin(model_fn(cand), y_a)
             accept = m < cur_m
             cur = tf.where(tf.reshape(accept, [-1, 1, 1, 1]), cand, cur)

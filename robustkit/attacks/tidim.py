@@ -230,21 +230,18 @@ class TIDIM(MIM):
         h, w = int(x.shape[1]), int(x.shape[2])
         low = max(1, int(math.ceil(self.resize_rate * min(h, w))))
         size = tf.random.uniform(
-            [], low, min(h, w) + 1, dtype=tf.int32, seed=engine.sub_seed(self.seed, 101)
+            [], low, min(h, w) + 1, dtype=tf.int32, seed=engine.op_seed(self, 101)
         )
         resized = tf.image.resize(x, tf.stack([size, size]), method="nearest")
-        top = tf.random.uniform(
-            [], 0, h - size + 1, dtype=tf.int32, seed=engine.sub_seed(self.seed, 102)
-        )
+        top = tf.random.uniform([], 0, h - size + 1, dtype=tf.int32, seed=engine.op_seed(self, 102))
         left = tf.random.uniform(
-            [], 0, w - size + 1, dtype=tf.int32, seed=engine.sub_seed(self.seed, 103)
+            [], 0, w - size + 1, dtype=tf.int32, seed=engine.op_seed(self, 103)
         )
         pads = [[0, 0], [top, h - size - top], [left, w - size - left], [0, 0]]
         padded = tf.pad(resized, pads, constant_values=self.bounds[0])
         padded = tf.ensure_shape(padded, x.shape)
         apply = (
-            tf.random.uniform([tf.shape(x)[0], 1, 1, 1], seed=engine.sub_seed(self.seed, 104))
-            < self.p
+            tf.random.uniform([tf.shape(x)[0], 1, 1, 1], seed=engine.op_seed(self, 104)) < self.p
         )
         return tf.where(apply, padded, x)
 

@@ -212,9 +212,7 @@ class PerSampleMINE:
             return dv_all_pairs(critic.pair_scores(params, ha, hb))
         b, k = tf.shape(ha)[0], tf.shape(ha)[1]
         shuffles = 1 if self.marginal == "release" else shuffles
-        perms = [
-            random_perm(b, k, seed=engine.sub_seed(self.seed, 1002 + i)) for i in range(shuffles)
-        ]
+        perms = [random_perm(b, k, seed=engine.op_seed(self, 1002 + i)) for i in range(shuffles)]
         joint, marg = critic.scores_from_branches(params, ha, hb, perms)
         return bounds.dv(joint, marg)
 
@@ -238,7 +236,7 @@ class PerSampleMINE:
         (True, True)
         """
         b, k = tf.shape(ha)[0], int(ha.shape[1])
-        perm = random_perm(b, k, seed=engine.sub_seed(self.seed, 1001))
+        perm = random_perm(b, k, seed=engine.op_seed(self, 1001))
         if self.marginal == "all_pairs" or k <= MAX_ALL_PAIRS:
             t = critic.pair_scores(params, ha, hb)
             bounded = dv_all_pairs(t)
