@@ -205,8 +205,12 @@ class Stages:
     def attack(self, steps):
         return release_attack(self.s["eps"], steps, self.args.norm)
 
+    def path(self, key):
+        """Where the model of row ``key`` (``row|steps|seed``) is cached."""
+        return os.path.join(self.folder, f"{key.replace('|', '_')}.weights.h5")
+
     def model(self, key, build):
-        path = os.path.join(self.folder, f"{key.replace('|', '_')}.weights.h5")
+        path = self.path(key)
         if os.path.exists(path) and not self.args.retrain:
             model = self.s["model_fn"]()
             model.load_weights(path)
@@ -356,10 +360,12 @@ def write_table(args, s, results, elapsed):
 
 def reevaluate(args, s, stages, results, cache):
     """``--reevaluate``: the robust columns of ``--seeds``' finished rows, again."""
-    seeds = {v for v in args.seeds.split(",")}
+    seeds, rows = set(args.seeds.split(",")), set(args.rows.split(","))
     keys = [k for k in results if k.count("|") == 2 and k.split("|")[2] in seeds]
-    keys = [k for k in keys if k.split("|")[0] in args.rows.split(",")]
-    paths = {k: os.path.join(stages.folder, f"{k.replace('|', '_')}.weights.h5") for k in keys}
+    keys = [k for k in keys if k.split("|")[0] in rows]
+    if not keys:
+        sys.exit(f"--reevaluate: no finished row of --rows {args.rows} for --seeds {args.seeds}")
+    paths = {k: stages.path(k) for k in keys}
     missing = [k for k, path in paths.items() if not os.path.exists(path)]
     if missing:
         sys.exit(f"--reevaluate: no cached model for {missing} in {stages.folder}")

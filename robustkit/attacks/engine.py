@@ -77,7 +77,7 @@ def op_seed(owner, offset):
         return None
     copies = owner.__dict__.get("_op_seed_copies", 0)
     owner._op_seed_copies = copies + 1
-    return owner.seed + offset + _COPY_STRIDE * copies
+    return sub_seed(owner.seed, offset + _COPY_STRIDE * copies)
 
 
 def check_loop(loop):
