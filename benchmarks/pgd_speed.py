@@ -7,6 +7,8 @@ PGD-trained with a hand-written PGD-AT loop with eps warm-up), it times:
   (a) cleverhans 4.0 ``projected_gradient_descent`` on all images in one call,
   (a') the same in batches of ``--small-batch`` (to show what the batch size costs),
   (b) a hand-written Python-unrolled PGD loop inside one ``tf.function``,
+  (b') the same where each example leaves the batch once misclassified (the floor of
+       early stop: no best-loss tracking, nothing else),
   (c) ``robustkit.attacks.PGD`` (best-point tracking, the default),
   (d) ``robustkit.attacks.PGD(early_stop=True)``.
 
@@ -80,6 +82,46 @@ def handwritten_pgd(model, x, y, eps, step, steps):
     return lambda: run(x, y)
 
 
+def handwritten_pgd_es(model, x, y, eps, step, steps):
+    """The early-stop floor: (b) where each example leaves the batch once misclassified.
+
+    Python-unrolled inside one ``tf.function``; each step records the current point of
+    every active example (a fooled one keeps the point that fooled it) and drops the fooled
+    rows; a step is skipped once the batch is empty (oneDNN convolutions reject empty
+    batches). No best-loss tracking for the unfooled, no restarts, no per-example radius.
+    """
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, *x.shape[1:]]), tf.TensorSpec([None], tf.int64)]
+    )
+    def run(xb, yb):
+        x_adv = tf.clip_by_value(xb + tf.random.uniform(tf.shape(xb), -eps, eps), 0.0, 1.0)
+        state = (x_adv, (tf.range(tf.shape(xb, out_type=tf.int64)[0]), x_adv, xb, yb))
+
+        def one(out, active):
+            idx, xa, x0, ya = active
+            with tf.GradientTape() as tape:
+                tape.watch(xa)
+                logits = model(xa, training=False)
+                loss = tf.reduce_sum(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(
+                        labels=tf.cast(ya, tf.int32), logits=logits
+                    )
+                )
+            xn = xa + step * tf.sign(tape.gradient(loss, xa))
+            xn = tf.clip_by_value(tf.clip_by_value(xn, x0 - eps, x0 + eps), 0.0, 1.0)
+            keep = tf.equal(tf.argmax(logits, -1), ya)
+            out = tf.tensor_scatter_nd_update(out, idx[:, None], xa)
+            return out, tuple(tf.boolean_mask(t, keep) for t in (idx, xn, x0, ya))
+
+        for _ in range(steps):
+            state = tf.cond(tf.size(state[1][0]) > 0, lambda s=state: one(*s), lambda s=state: s)
+        out, (idx, xa, _, _) = state
+        return tf.tensor_scatter_nd_update(out, idx[:, None], xa)
+
+    return lambda: run(x, y)
+
+
 def active_fraction(model, x, y, eps, step, steps, seed=0):
     """Plain PGD (same start and steps), recording when each example is first
     misclassified: returns (fraction ever fooled, mean fraction of the batch
@@ -148,7 +190,8 @@ def main():
     p.add_argument("--models", default="undefended,pgd_at")
     p.add_argument("--result-name", default="pgd_speed", help="writes benchmarks/results/<name>.md")
     p.add_argument(
-        "--methods", default="cleverhans,cleverhans_batched,handwritten,robustkit,robustkit_es"
+        "--methods",
+        default="cleverhans,cleverhans_batched,handwritten,handwritten_es,robustkit,robustkit_es",
     )
     args = p.parse_args()
 
@@ -207,6 +250,10 @@ def main():
             "handwritten": (
                 "(b) hand-written unrolled tf.function",
                 handwritten_pgd(model, x, y, args.eps, args.step, args.steps),
+            ),
+            "handwritten_es": (
+                "(b') (b) with early stop by compaction",
+                handwritten_pgd_es(model, x, y, args.eps, args.step, args.steps),
             ),
             "robustkit": ("(c) robustkit PGD", lambda: pgd(model, x, y)),
             "robustkit_es": ("(d) robustkit PGD early_stop=True", lambda: pgd_es(model, x, y)),

@@ -195,7 +195,17 @@ def train(settings, args, stem, out=None):
         fail(str(e))
     result = train_and_export(plan, verbose=0 if args.quiet else 1)
     report(result)
+    smoke_caveat(args, "run without --smoke for the recipe's setting")
     return result
+
+
+def smoke_caveat(args, setting):
+    """After a ``--smoke`` run: its figures check the pipeline, they are not results."""
+    if args.smoke:
+        say(
+            "smoke run: the figures above check that the recipe runs; they are not results "
+            f"({setting})"
+        )
 
 
 def table1(dataset, defense, norm, argv=None):
@@ -241,6 +251,7 @@ def uae(kind, argv=None):
          "--out", os.path.join(out, f"uae_{kind}_mnist.keras"),
          *(["--data-dir", args.data_dir] if args.data_dir else []),
          *(["--download"] if args.download else [])])  # fmt: skip
+    smoke_caveat(args, "run without --smoke for the paper's protocol")
 
 
 def minmax(argv=None):
@@ -269,3 +280,4 @@ def minmax(argv=None):
     cli(["attack", "minmax", path, "--n", n, "--steps", steps, "--eps", 1.0, "--out",
          os.path.join(out, "minmax.png"),
          *(["--data-dir", args.data_dir] if args.data_dir else [])])  # fmt: skip
+    smoke_caveat(args, "the released setting is 100 images, 1000 iterations")

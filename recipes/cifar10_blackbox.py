@@ -53,3 +53,4 @@ if __name__ == "__main__":
                      "--update", *extra, *(["--quiet"] if args.quiet else []),
                      *(["--data-dir", folder] if folder else []), "--dataset", name])  # fmt: skip
     _common.cli(["report", *targets, "--out", os.path.join(out, "table2.md")])
+    _common.smoke_caveat(args, "run without --smoke for the paper's setting")

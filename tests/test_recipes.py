@@ -101,6 +101,9 @@ def test_smoke_recipe_end_to_end(tmp_path, data_dir):
     assert m.attack.startswith("PGD-40 (l2, eps=0.5") and m.n_examples == 100
     assert 0.0 <= m.robust_accuracy <= m.clean_accuracy
     assert f"-> {out}" in run.stdout
+    assert "smoke run: the figures above check that the recipe runs; they are not results" in (
+        run.stdout
+    )
     x, _ = rk.data.load(record.dataset, "test", data_dir=data_dir)
     assert loaded.serve(x[:2]).shape == (2, 10)
     assert os.path.isfile(out / "MODEL_CARD.md")
