@@ -58,6 +58,23 @@ def cleverhans_pgd(model, x, y, eps, step, steps, batch=None):
     )
 
 
+def ce_logits_and_grad(model, x, labels):
+    """Logits at ``x`` and the gradient of the summed cross-entropy (``labels`` int32)."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = model(x, training=False)
+        loss = tf.reduce_sum(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        )
+    return logits, tape.gradient(loss, x)
+
+
+def sign_step(x_adv, grad, x0, eps, step):
+    """One L-inf ascent step, projected onto the eps-ball around ``x0`` and the box."""
+    x_adv = x_adv + step * tf.sign(grad)
+    return tf.clip_by_value(tf.clip_by_value(x_adv, x0 - eps, x0 + eps), 0.0, 1.0)
+
+
 def handwritten_pgd(model, x, y, eps, step, steps):
     """The floor: plain PGD, Python-unrolled inside one tf.function, no bookkeeping."""
 
@@ -68,15 +85,8 @@ def handwritten_pgd(model, x, y, eps, step, steps):
         labels = tf.cast(yb, tf.int32)
         x_adv = tf.clip_by_value(xb + tf.random.uniform(tf.shape(xb), -eps, eps), 0.0, 1.0)
         for _ in range(steps):
-            with tf.GradientTape() as tape:
-                tape.watch(x_adv)
-                loss = tf.reduce_sum(
-                    tf.nn.sparse_softmax_cross_entropy_with_logits(
-                        labels=labels, logits=model(x_adv, training=False)
-                    )
-                )
-            x_adv = x_adv + step * tf.sign(tape.gradient(loss, x_adv))
-            x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, xb - eps, xb + eps), 0.0, 1.0)
+            _, grad = ce_logits_and_grad(model, x_adv, labels)
+            x_adv = sign_step(x_adv, grad, xb, eps, step)
         return x_adv
 
     return lambda: run(x, y)
@@ -100,16 +110,8 @@ def handwritten_pgd_es(model, x, y, eps, step, steps):
 
         def one(out, active):
             idx, xa, x0, ya = active
-            with tf.GradientTape() as tape:
-                tape.watch(xa)
-                logits = model(xa, training=False)
-                loss = tf.reduce_sum(
-                    tf.nn.sparse_softmax_cross_entropy_with_logits(
-                        labels=tf.cast(ya, tf.int32), logits=logits
-                    )
-                )
-            xn = xa + step * tf.sign(tape.gradient(loss, xa))
-            xn = tf.clip_by_value(tf.clip_by_value(xn, x0 - eps, x0 + eps), 0.0, 1.0)
+            logits, grad = ce_logits_and_grad(model, xa, tf.cast(ya, tf.int32))
+            xn = sign_step(xa, grad, x0, eps, step)
             keep = tf.equal(tf.argmax(logits, -1), ya)
             out = tf.tensor_scatter_nd_update(out, idx[:, None], xa)
             return out, tuple(tf.boolean_mask(t, keep) for t in (idx, xn, x0, ya))
@@ -131,16 +133,10 @@ def active_fraction(model, x, y, eps, step, steps, seed=0):
     x_adv = tf.clip_by_value(x + tf.random.uniform(tf.shape(x), -eps, eps), 0.0, 1.0)
     first = np.full(int(x.shape[0]), -1)
     for t in range(steps):
-        with tf.GradientTape() as tape:
-            tape.watch(x_adv)
-            logits = model(x_adv, training=False)
-            loss = tf.reduce_sum(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-            )
+        logits, grad = ce_logits_and_grad(model, x_adv, labels)
         fooled = np.argmax(logits, -1) != np.asarray(y)
         first[(first < 0) & fooled] = t
-        x_adv = x_adv + step * tf.sign(tape.gradient(loss, x_adv))
-        x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, x - eps, x + eps), 0.0, 1.0)
+        x_adv = sign_step(x_adv, grad, x, eps, step)
     alive = [np.mean((first < 0) | (first > t)) for t in range(steps)]
     return float(np.mean(first >= 0)), float(np.mean(alive))
 
@@ -152,14 +148,7 @@ def batch_profile(model, x, y, sizes=(1000, 250, 100, 30, 10)):
         input_signature=[tf.TensorSpec([None, *x.shape[1:]]), tf.TensorSpec([None], tf.int32)]
     )
     def one(xb, yb):
-        with tf.GradientTape() as tape:
-            tape.watch(xb)
-            loss = tf.reduce_sum(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    labels=yb, logits=model(xb, training=False)
-                )
-            )
-        return xb + 0.01 * tf.sign(tape.gradient(loss, xb))
+        return xb + 0.01 * tf.sign(ce_logits_and_grad(model, xb, yb)[1])
 
     out = {}
     for b in sizes:
